@@ -1,0 +1,7 @@
+export type * from './driver.ts'
+export { openDestination } from './open-destination.ts'
+export { checkKey, normalisePrefix } from './key-path.ts'
+export { checkRange, rangeHeader } from './byte-range.ts'
+export { networkErrorCode, isAbortError, abortError, throwIfAborted } from './node-error-map.ts'
+export { addressRefusal, checkEndpointHost, guardedLookup, guardedAgents } from './endpoint-guard.ts'
+export { S3_PRESETS, s3ConfigFromPreset, type S3Preset, type S3PresetId, type PresetInput } from './s3-presets.ts'
