@@ -1,0 +1,3 @@
+export { main } from './cli.ts'
+export { startAgent, type AgentService } from './agent-service.ts'
+export { readConfig, writeConfig, type AgentConfig } from './config.ts'
