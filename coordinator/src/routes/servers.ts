@@ -1,0 +1,52 @@
+import { and, desc, eq, isNull, lt, or } from 'drizzle-orm'
+import { CloseCode, CloudPilotError } from '@cloudpilot/protocol'
+import Type from 'typebox'
+import type { App } from '../http/app.ts'
+import type { CoordinatorContext } from '../context.ts'
+import { servers } from '../db/schema.ts'
+import { ServerBody } from '../http/schemas/server.ts'
+import { IdParams, ListOf, ListQuery, errorResponses } from '../http/schemas/common.ts'
+import { serverBody } from '../http/serialize.ts'
+import { decodeCursor, encodeCursor } from '../http/cursor.ts'
+
+export function serverRoutes (app: App, ctx: CoordinatorContext): void {
+  app.get('/api/v1/servers', {
+    preHandler: ctx.authenticate,
+    schema: { tags: ['servers'], summary: 'Servers with status, lastSeenAt, agent version and tools', querystring: Type.Object(ListQuery), response: { 200: ListOf(ServerBody), ...errorResponses } },
+  }, async (request) => {
+    const limit = request.query.limit ?? 50
+    const cursor = decodeCursor(request.query.cursor)
+    const rows = await ctx.db.select().from(servers)
+      .where(and(eq(servers.workspaceId, request.auth.workspaceId), isNull(servers.revokedAt),
+        cursor === null ? undefined : or(lt(servers.createdAt, cursor.at), and(eq(servers.createdAt, cursor.at), lt(servers.id, cursor.id)))))
+      .orderBy(desc(servers.createdAt), desc(servers.id)).limit(limit + 1)
+    const page = rows.slice(0, limit)
+    const last = page.at(-1)
+    return { items: page.map(serverBody), nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.id) : null }
+  })
+
+  app.get('/api/v1/servers/:id', {
+    preHandler: ctx.authenticate,
+    schema: { tags: ['servers'], params: IdParams, response: { 200: ServerBody, ...errorResponses } },
+  }, async (request) => serverBody(await findServer(ctx, request.auth.workspaceId, request.params.id)))
+
+  app.delete('/api/v1/servers/:id', {
+    preHandler: ctx.authenticate,
+    schema: { tags: ['servers'], summary: 'Revoke the server: its credential stops working and its live socket is closed at once', params: IdParams, response: { 204: Type.Null(), ...errorResponses } },
+  }, async (request, reply) => {
+    const server = await findServer(ctx, request.auth.workspaceId, request.params.id)
+    await ctx.db.update(servers).set({ revokedAt: new Date(), credentialHash: null, status: 'offline' }).where(eq(servers.id, server.id))
+    ctx.hub.disconnect(server.id, CloseCode.SERVER_REVOKED, 'server revoked')
+    const revoked = new CloudPilotError('AGENT_LOST', 'the server was revoked while the job was pending or running').toData()
+    await ctx.records.failOpenOfServers([server.id], revoked)
+    await ctx.restores.failOpenOfServers([server.id], revoked)
+    request.log.info({ serverId: server.id }, 'server revoked')
+    return reply.code(204).send(null)
+  })
+}
+
+export async function findServer (ctx: CoordinatorContext, workspaceId: string, id: string) {
+  const [row] = await ctx.db.select().from(servers).where(and(eq(servers.id, id), eq(servers.workspaceId, workspaceId), isNull(servers.revokedAt)))
+  if (row === undefined) throw new CloudPilotError('NOT_FOUND', `no server ${id}`)
+  return row
+}
