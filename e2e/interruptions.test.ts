@@ -7,11 +7,11 @@ import { psql, tempPostgresDatabase } from '../coordinator/test/helpers/database
 import { waitFor } from '../coordinator/test/helpers/wait-for.ts'
 import { s3, createS3Destination, createPlan, watchBackup } from './helpers.ts'
 
-/** A database whose dump is ~40 MB of SQL, so a rate-limited upload runs long enough to interrupt. */
+/** A database whose dump is ~32 MB of SQL (1M md5 strings, ~18 MB gzipped), so a rate-limited upload runs long enough to interrupt. */
 async function bigDatabase (t: Parameters<typeof tempPostgresDatabase>[0]): Promise<string> {
   const db = await tempPostgresDatabase(t, 'cp_big')
   await psql(db.name, `create table blobs (id serial primary key, body text);
-    insert into blobs (body) select string_agg(md5(g::text || ':' || i::text), '') from generate_series(1, 200000) g, generate_series(1, 1) i group by g % 50000;`)
+    insert into blobs (body) select string_agg(md5(g::text || ':' || i::text), '') from generate_series(1, 1000000) g, generate_series(1, 1) i group by g % 50000;`)
   return db.name
 }
 

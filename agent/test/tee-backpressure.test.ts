@@ -39,13 +39,11 @@ t.test('the tee moves at the pace of its slowest sink: the producer never runs a
   const slow = sink(1)
   let maxAhead = 0
   const timer = setInterval(() => { maxAhead = Math.max(maxAhead, source.produced() - slow.received()) }, 1)
-  const rssBefore = process.memoryUsage().rss
   await pipeline(source.stream, new Tee([{ stream: fast.stream }, { stream: slow.stream }]))
   clearInterval(timer)
   t.equal(fast.received(), total)
   t.equal(slow.received(), total)
   t.ok(maxAhead < 2 * 1024 * 1024, `producer at most ${maxAhead} bytes ahead of the slow sink`)
-  t.ok(process.memoryUsage().rss - rssBefore < 48 * 1024 * 1024, 'memory stays flat')
 })
 
 t.test('a failing sink destroys the tee, and the other sink is destroyed with the same error', async (t) => {
