@@ -168,6 +168,42 @@ t.test('RESTORE_FAILED mid-way says the target database may be partially written
   t.ok(await pgExists(partial), 'the created database is there to clean up, as the error says')
 })
 
+t.test('replacing a PostgreSQL database in place: a restore that fails mid-way leaves the old database as it was', async (t) => {
+  // The same failing dump (a table in a tablespace that is gone), restored over a live database with replace.
+  const space = randomName('cp_space')
+  const location = await tempDir(t, 'cp-tablespace')
+  await chown(location, Number((await run('id', ['-u', 'postgres'])).stdout.trim()), Number((await run('id', ['-g', 'postgres'])).stdout.trim()))
+  await psql('postgres', `create tablespace ${space} location '${location}'`)
+  t.teardown(() => psql('postgres', `drop tablespace if exists ${space}`))
+  const db = await tempPostgresDatabase(t, 'cp_live')
+  await psql(db.name, `create table placed (id int) tablespace ${space};`)
+  const tsPlan = await createPlan(coordinator, { serverId: agent.serverId, type: 'database', destinationId, source: { ...PG_CONN, databases: [db.name] } })
+  const b = await completedBackup(coordinator, tsPlan)
+  await psql(db.name, `drop table placed; create table live (id int); insert into live select generate_series(1, 42);`)
+  await psql('postgres', `drop tablespace ${space}`)
+  const stagingBefore = await psql('postgres', "select count(*) from pg_database where datname like 'cp\\_restore\\_%'")
+
+  const failed = await restore(coordinator, b.id, { replaceExisting: true })
+  t.equal(failed.status, 'failed')
+  t.equal(failed.error.code, 'RESTORE_FAILED', failed.error.message)
+  t.match(failed.error.message, /Nothing was written to the target/, 'the old database was never dropped')
+  t.equal(failed.details.targetMayBePartial, false)
+  t.equal(await psql(db.name, 'select count(*) from live'), '42', 'the live database keeps every row')
+  t.equal(await psql('postgres', "select count(*) from pg_database where datname like 'cp\\_restore\\_%'"), stagingBefore, 'the staging database was dropped')
+
+  // A replace that succeeds swaps the restored copy in under the same name.
+  const good = await tempPostgresDatabase(t, 'cp_swap')
+  await psql(good.name, 'create table items (id int); insert into items select generate_series(1, 7);')
+  const goodPlan = await createPlan(coordinator, { serverId: agent.serverId, type: 'database', destinationId, source: { ...PG_CONN, databases: [good.name] } })
+  const gb = await completedBackup(coordinator, goodPlan)
+  await psql(good.name, 'insert into items values (8); create table later (id int);')
+  const replaced = await restore(coordinator, gb.id, { replaceExisting: true })
+  t.equal(replaced.status, 'completed', JSON.stringify(replaced.error))
+  t.equal(await psql(good.name, 'select count(*) from items'), '7', 'the backup\'s rows, under the same name')
+  t.equal(await psql(good.name, "select count(*) from pg_tables where tablename = 'later'"), '0', 'nothing of the replaced database remains')
+  t.equal(await psql('postgres', "select count(*) from pg_database where datname like 'cp\\_restore\\_%'"), stagingBefore, 'no staging database left behind')
+})
+
 t.test('validation: parts and targets must fit the backup', async (t) => {
   const cases: Array<[Record<string, unknown>, RegExp]> = [
     [{ targetPath: '/tmp/x' }, /targetPath applies to restores of files/],

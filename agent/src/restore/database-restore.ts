@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { randomBytes } from 'node:crypto'
 import { CloudPilotError, type RestoreJob } from '@cloudpilot/protocol'
 import type { SourceOptions } from '../sources/archive-source.ts'
 import type { ToolProcess } from '../sources/child-process.ts'
@@ -49,7 +50,12 @@ export interface DatabaseStream {
 /**
  * The target database server of a restore. `preflight` checks everything that can be checked before a byte is
  * written (client installed, server reachable, login, existing databases, CREATEDB/ownership on PostgreSQL);
- * `begin` drops (replaceExisting) and creates one target database and starts the client that loads it.
+ * `begin` creates one target database and starts the client that loads it.
+ *
+ * Replacing an existing PostgreSQL database never drops it before the new copy is complete: the dump is loaded
+ * into a staging database, and only when psql succeeded is the old database dropped and the staging one renamed
+ * to its name. A restore that fails or is cancelled drops the staging database and leaves the old one as it was.
+ * (MySQL/MariaDB cannot rename a database: there the existing one is dropped first, and a failure says so.)
  */
 export class DatabaseRestorer {
   readonly #client: DbClient
@@ -58,6 +64,8 @@ export class DatabaseRestorer {
   readonly #written: WrittenTargets
   readonly #existing = new Set<string>()
   readonly #restored: RestoredDatabase[] = []
+  /** Staging databases (PostgreSQL replace) not yet renamed to their target: dropped by dispose(). */
+  readonly #staging = new Set<string>()
   #pgForceDrop = true
 
   private constructor (client: DbClient, plan: DatabasePlan[], replace: boolean, written: WrittenTargets) {
@@ -123,11 +131,15 @@ export class DatabaseRestorer {
     }
   }
 
-  /** Creates the target of `plan` (dropping it first when it exists and replaceExisting) and starts loading it. */
+  /**
+   * Creates the target of `plan` and starts loading it. Replacing on PostgreSQL loads a staging database that
+   * takes the target's place when the load succeeded; on MySQL the existing database is dropped first.
+   */
   async begin (plan: DatabasePlan): Promise<DatabaseStream> {
     const { target } = plan
     const replaced = this.#existing.has(target)
     const pg = this.#client.engine === 'postgresql'
+    if (replaced && pg) return await this.#beginStaged(plan)
     if (replaced) {
       // From here on the previous content may be gone: a failure must say so.
       this.#written.databases.push(target)
@@ -138,8 +150,41 @@ export class DatabaseRestorer {
     await this.#client.query(pg ? 'CREATE DATABASE :"target" TEMPLATE template0;\n' : `CREATE DATABASE ${mysqlIdent(target)};\n`,
       { vars: { target }, subject: `creating the target database ${JSON.stringify(target)}` })
     if (!replaced) this.#written.databases.push(target)
-    const proc = this.#client.spawnRestore(target)
-    const subject = `restoring database ${JSON.stringify(plan.source)} into ${JSON.stringify(target)}`
+    return this.#load(plan.source, target, async () => {
+      this.#restored.push({ source: plan.source, target, replaced })
+    })
+  }
+
+  /** PostgreSQL replace: load `cp_restore_<random>`, then drop the target and rename the staging database. */
+  async #beginStaged (plan: DatabasePlan): Promise<DatabaseStream> {
+    const { target } = plan
+    const staging = `cp_restore_${randomBytes(6).toString('hex')}`
+    this.#staging.add(staging)
+    await this.#client.query('CREATE DATABASE :"staging" TEMPLATE template0;\n',
+      { vars: { staging }, subject: `creating the staging database ${JSON.stringify(staging)} for ${JSON.stringify(target)}` })
+    return this.#load(plan.source, staging, async () => {
+      await this.#client.query(`DROP DATABASE IF EXISTS :"target"${this.#pgForceDrop ? ' WITH (FORCE)' : ''};\n`,
+        { vars: { target }, subject: `dropping the existing database ${JSON.stringify(target)} to put the restored copy in its place` })
+      // The previous content is gone from here on; the complete restored copy is in `staging` until renamed.
+      this.#written.databases.push(target)
+      this.#written.replaced.push(target)
+      this.#staging.delete(staging)
+      try {
+        await this.#client.query('ALTER DATABASE :"staging" RENAME TO :"target";\n',
+          { vars: { staging, target }, subject: `renaming the restored copy ${JSON.stringify(staging)} to ${JSON.stringify(target)}` })
+      } catch (err) {
+        const cause = err instanceof Error ? err.message : String(err)
+        throw new CloudPilotError('RESTORE_FAILED', `The restored copy of ${JSON.stringify(target)} is complete in database ${JSON.stringify(staging)} but could not be renamed: ${cause}`,
+          { hint: `ALTER DATABASE "${staging}" RENAME TO "${target.replace(/"/g, '""')}"; as a user that owns it.` })
+      }
+      this.#restored.push({ source: plan.source, target, replaced: true })
+    })
+  }
+
+  /** Starts the client loading `database`; `done` runs once the client finished without error. */
+  #load (source: string, database: string, done: () => Promise<void>): DatabaseStream {
+    const proc = this.#client.spawnRestore(database)
+    const subject = `restoring database ${JSON.stringify(source)} into ${JSON.stringify(database)}`
     const stdin = proc.stdin
     if (stdin === null) throw new Error('restore client stdin not piped')
     stdin.on('error', () => { /* EPIPE: the client stopped; its exit status says why */ })
@@ -154,13 +199,25 @@ export class DatabaseRestorer {
       end: async () => {
         stdin.end()
         await client.check(proc, subject)
-        this.#restored.push({ source: plan.source, target, replaced })
+        await done()
       },
     }
   }
 
+  /**
+   * Drops staging databases a failed or cancelled restore left (the target they were to replace is untouched),
+   * then removes the client's secret file. Runs after the job's signal may have fired: it uses its own deadline.
+   */
   async dispose (): Promise<void> {
-    await this.#client.dispose()
+    try {
+      for (const staging of this.#staging) {
+        await this.#client.query(`DROP DATABASE IF EXISTS :"staging"${this.#pgForceDrop ? ' WITH (FORCE)' : ''};\n`,
+          { vars: { staging }, subject: `dropping the staging database ${JSON.stringify(staging)}`, signal: AbortSignal.timeout(60_000) })
+        this.#staging.delete(staging)
+      }
+    } finally {
+      await this.#client.dispose()
+    }
   }
 }
 

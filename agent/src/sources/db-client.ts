@@ -22,7 +22,7 @@ export interface DbClient {
   readonly engine: DatabaseEngine
   readonly tool: string
   /** Runs `script` (stdin) against `database` (default: the server, no database); returns stdout. */
-  query (script: string, options?: { database?: string, vars?: Record<string, string>, subject?: string, zeroSeparated?: boolean }): Promise<string>
+  query (script: string, options?: { database?: string, vars?: Record<string, string>, subject?: string, zeroSeparated?: boolean, signal?: AbortSignal }): Promise<string>
   /** Starts the client reading SQL from stdin into `database` (a restore); check it with `check`. */
   spawnRestore (database: string): ToolProcess
   /** Awaits a started client and throws the mapped error when it failed. */
@@ -44,8 +44,8 @@ export function mysqlText (value: string): string {
   return `CONVERT(X'${Buffer.from(value, 'utf8').toString('hex')}' USING utf8mb4)`
 }
 
-function spawnOptions (env: NodeJS.ProcessEnv, options: SourceOptions, stdin: boolean): SpawnToolOptions {
-  const out: SpawnToolOptions = { env, signal: options.signal }
+function spawnOptions (env: NodeJS.ProcessEnv, options: SourceOptions, stdin: boolean, signal: AbortSignal = options.signal): SpawnToolOptions {
+  const out: SpawnToolOptions = { env, signal }
   if (stdin) out.stdin = 'pipe'
   if (options.onSpawn !== undefined) out.onSpawn = options.onSpawn
   if (options.registry !== undefined) out.registry = options.registry
@@ -65,10 +65,10 @@ interface ClientBase {
 function makeClient (base: ClientBase, queryArgs: (opts: { database?: string, vars?: Record<string, string>, zeroSeparated?: boolean }) => string[], restoreArgs: (database: string) => string[]): DbClient {
   const { engine, tool, file, env, options } = base
   const secrets = [base.connection.password]
-  const check = async (proc: ToolProcess, subject: string): Promise<void> => {
+  const check = async (proc: ToolProcess, subject: string, signal: AbortSignal = options.signal): Promise<void> => {
     const exit = await proc.exited
     if (exit.spawnError !== null) throw mapSpawnError(exit.spawnError, tool, engine)
-    options.signal.throwIfAborted()
+    signal.throwIfAborted()
     const stderr = proc.stderrTail()
     if (exit.code !== 0 || exit.signal !== null || stderrHasError(stderr)) {
       throw mapClientFailure({ engine, tool, stderr, code: exit.code, signal: exit.signal, secrets, subject, purpose: options.purpose })
@@ -78,7 +78,8 @@ function makeClient (base: ClientBase, queryArgs: (opts: { database?: string, va
     engine,
     tool,
     async query (script, opts = {}) {
-      const proc = spawnTool(file, queryArgs(opts), spawnOptions(env, options, true))
+      // `opts.signal` replaces the job's signal for clean-up that must run after the job was aborted.
+      const proc = spawnTool(file, queryArgs(opts), spawnOptions(env, options, true, opts.signal))
       proc.stdin?.on('error', () => { /* the exit status says why */ })
       proc.stdin?.end(script)
       const chunks: Buffer[] = []
@@ -88,7 +89,7 @@ function makeClient (base: ClientBase, queryArgs: (opts: { database?: string, va
         if (size > MAX_QUERY_OUTPUT) { await proc.terminate(); throw new CloudPilotError('INTERNAL', `${tool} answered more than ${MAX_QUERY_OUTPUT} bytes`) }
         chunks.push(chunk as Buffer)
       }
-      await check(proc, opts.subject ?? 'querying the database server')
+      await check(proc, opts.subject ?? 'querying the database server', opts.signal)
       return Buffer.concat(chunks).toString('utf8')
     },
     spawnRestore (database) {
