@@ -219,7 +219,12 @@ t.test('cancel a running restore: cancelled, psql\'s process group gone, temp fi
   const source = await tempPostgresDatabase(t, 'cp_big')
   await psql(source.name, `create table blobs (id serial primary key, body text);
     insert into blobs (body) select string_agg(md5(g::text || ':' || i::text), '') from generate_series(1, 300000) g, generate_series(1, 1) i group by g % 60000;
-    create index on blobs (body);`)
+    create index on blobs (body);
+    -- Makes the restore (not the backup) slow, so the cancel always lands while psql is loading: the index build
+    -- sleeps per row only in a database named like the restore target.
+    create function cp_slow_in_restore (t text) returns text language plpgsql immutable as $fn$
+      begin if current_database() like 'cp\\_cancelled%' then perform pg_sleep(0.002); end if; return t; end $fn$;
+    create index on blobs (cp_slow_in_restore(body));`)
   const planId = await createPlan(coordinator, { serverId: agent.serverId, type: 'database', destinationId, source: { ...PG_CONN, databases: [source.name] } })
   const b = await completedBackup(coordinator, planId)
   const target = randomName('cp_cancelled')

@@ -147,9 +147,10 @@ export class DatabaseRestorer {
       await this.#client.query(pg ? `DROP DATABASE IF EXISTS :"target"${this.#pgForceDrop ? ' WITH (FORCE)' : ''};\n` : `DROP DATABASE IF EXISTS ${mysqlIdent(target)};\n`,
         { vars: { target }, subject: `dropping the existing database ${JSON.stringify(target)}` })
     }
+    // Named before CREATE DATABASE is sent: a cancel during it may still leave the new database behind.
+    if (!replaced) this.#written.databases.push(target)
     await this.#client.query(pg ? 'CREATE DATABASE :"target" TEMPLATE template0;\n' : `CREATE DATABASE ${mysqlIdent(target)};\n`,
       { vars: { target }, subject: `creating the target database ${JSON.stringify(target)}` })
-    if (!replaced) this.#written.databases.push(target)
     return this.#load(plan.source, target, async () => {
       this.#restored.push({ source: plan.source, target, replaced })
     })
