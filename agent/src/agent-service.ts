@@ -1,7 +1,8 @@
 import os from 'node:os'
 import { mkdir, statfs } from 'node:fs/promises'
 import path from 'node:path'
-import { PROTOCOL_VERSION, PRODUCT_VERSION, SECOND } from '@cloudpilot/protocol'
+import { PROTOCOL_VERSION, SECOND } from '@cloudpilot/protocol'
+import { AGENT_VERSION } from './version.ts'
 import type { AgentConfig } from './config.ts'
 import type { Logger } from './logger.ts'
 import { Outbox } from './outbox.ts'
@@ -40,7 +41,7 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
     outbox,
     hello: async () => ({
       protocolVersion: PROTOCOL_VERSION,
-      agentVersion: PRODUCT_VERSION,
+      agentVersion: AGENT_VERSION,
       hostname: os.hostname(),
       os: `${os.type()} ${os.release()}${await distroName()}`,
       arch: process.arch,
@@ -80,7 +81,7 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
       lastConnectedAt: connection.lastConnectedAt?.toISOString() ?? null,
       runningJobs: jobs.runningJobIds(),
       outboxPending: outbox.size,
-      agentVersion: PRODUCT_VERSION,
+      agentVersion: AGENT_VERSION,
       updatedAt: new Date().toISOString(),
     }).catch((err: unknown) => log.debug({ err }, 'could not write status file'))
   }

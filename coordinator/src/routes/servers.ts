@@ -35,14 +35,19 @@ export function serverRoutes (app: App, ctx: CoordinatorContext): void {
     schema: { tags: ['servers'], summary: 'Revoke the server: its credential stops working and its live socket is closed at once', params: IdParams, response: { 204: Type.Null(), ...errorResponses } },
   }, async (request, reply) => {
     const server = await findServer(ctx, request.auth.workspaceId, request.params.id)
-    await ctx.db.update(servers).set({ revokedAt: new Date(), credentialHash: null, status: 'offline' }).where(eq(servers.id, server.id))
-    ctx.hub.disconnect(server.id, CloseCode.SERVER_REVOKED, 'server revoked')
-    const revoked = new CloudPilotError('AGENT_LOST', 'the server was revoked while the job was pending or running').toData()
-    await ctx.records.failOpenOfServers([server.id], revoked)
-    await ctx.restores.failOpenOfServers([server.id], revoked)
+    await revokeServer(ctx, server.id)
     request.log.info({ serverId: server.id }, 'server revoked')
     return reply.code(204).send(null)
   })
+}
+
+/** Revokes a server: its credential stops working, its live socket closes at once, its open jobs fail. */
+export async function revokeServer (ctx: CoordinatorContext, serverId: string): Promise<void> {
+  await ctx.db.update(servers).set({ revokedAt: new Date(), credentialHash: null, status: 'offline' }).where(eq(servers.id, serverId))
+  ctx.hub.disconnect(serverId, CloseCode.SERVER_REVOKED, 'server revoked')
+  const revoked = new CloudPilotError('AGENT_LOST', 'the server was revoked while the job was pending or running').toData()
+  await ctx.records.failOpenOfServers([serverId], revoked)
+  await ctx.restores.failOpenOfServers([serverId], revoked)
 }
 
 export async function findServer (ctx: CoordinatorContext, workspaceId: string, id: string) {
