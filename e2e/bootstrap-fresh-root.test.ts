@@ -1,9 +1,11 @@
 import t from 'tap'
 import path from 'node:path'
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import { startCoordinator, tempDir, waitOnline } from '../coordinator/test/helpers/processes.ts'
 import { waitFor } from '../coordinator/test/helpers/wait-for.ts'
-import { buildAgentPackage } from '../deploy/src/agent-package.ts'
+import { buildAgentPackage, packageFileName, sha256File } from '../deploy/src/agent-package.ts'
+import { runCommand } from '../deploy/test/helpers/fresh-root.ts'
 import { freshRoot, prerequisites } from '../deploy/test/helpers/fresh-root.ts'
 import { createPlan, watchBackup } from './helpers.ts'
 
@@ -116,6 +118,39 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   }, 30_000)
   t.equal((await coordinator.api.get('/api/v1/servers')).body.items.length, 1, 'still one server')
 
+  // --- upgrade through the API: the agent downloads, verifies, restarts into the new version and reports it -------
+  const v3 = `0.1.0-e2e.${process.pid}.3`
+  await time('build v3', async () => await buildAgentPackage({ outDir: packages, version: v3, arches: [arch] }))
+  const wrongVersion = await coordinator.api.post(`/api/v1/servers/${serverId}/upgrade`, { version: '9.9.9' })
+  t.equal(wrongVersion.status, 409, 'refuses a version the coordinator does not serve')
+  const asked = await coordinator.api.post(`/api/v1/servers/${serverId}/upgrade`, { version: v3 })
+  t.equal(asked.status, 202, JSON.stringify(asked.body))
+  t.same(asked.body, { serverId, outcome: 'requested', targetVersion: v3 })
+  const upgraded = await time('api upgrade', async () => await waitFor('the agent upgraded through the API', async () => {
+    const r = await coordinator.api.get(`/api/v1/servers/${serverId}`)
+    return r.body.upgrade?.status === 'completed' && r.body.agentVersion === v3 && r.body.status === 'online' ? r.body : undefined
+  }, 90_000, 250))
+  t.match(upgraded.upgrade, { fromVersion: v2, targetVersion: v3, error: null })
+  t.equal(await readFile(path.join(root.dir, 'opt/cloudpilot/agent/current/VERSION'), 'utf8'), `${v3}\n`)
+  t.same((await readdirNames(path.join(root.dir, 'opt/cloudpilot/agent/releases'))).sort(), [v2, v3].sort(), 'the previous release is kept, older ones removed')
+  const again = await coordinator.api.post(`/api/v1/servers/${serverId}/upgrade`, {})
+  t.equal(again.body.outcome, 'current', 'nothing to do when the agent already runs that version')
+
+  // --- a new version that does not come up is rolled back, and the failure reported -------------------------------
+  const v4 = `0.1.0-e2e.${process.pid}.4`
+  await time('build broken v4', async () => await publishBrokenPackage(packages, v4))
+  const all = await coordinator.api.post('/api/v1/servers/upgrade', {})
+  t.equal(all.status, 202)
+  t.same(all.body.items, [{ serverId, outcome: 'requested', targetVersion: v4 }])
+  const rolledBack = await time('rollback', async () => await waitFor('the failed upgrade reported', async () => {
+    const r = await coordinator.api.get(`/api/v1/servers/${serverId}`)
+    return r.body.upgrade?.status === 'failed' && r.body.status === 'online' ? r.body : undefined
+  }, 90_000, 250))
+  t.equal(rolledBack.agentVersion, v3, 'still runs the previous version')
+  t.equal(rolledBack.upgrade.error.code, 'UPGRADE_FAILED')
+  t.match(rolledBack.upgrade.error.message, /did not come up.*rolled back/)
+  t.equal(await readFile(path.join(root.dir, 'opt/cloudpilot/agent/current/VERSION'), 'utf8'), `${v3}\n`)
+
   // --- --uninstall -------------------------------------------------------------------------------------------------
   const removed = await time('uninstall', async () => await line('--uninstall'))
   t.equal(removed.code, 0, `uninstall: ${removed.stdout}\n${removed.stderr}`)
@@ -130,3 +165,30 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   const acl = await root.exec('getfacl -p /srv/site/uploads/secret.txt')
   t.notMatch(acl.stdout, /user:cloudpilot|user:\d+:/, 'the granted ACLs are gone')
 })
+
+async function readdirNames (dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => !n.startsWith('.'))
+}
+
+/** Publishes a package of `version` that answers --version but exits at once when run: it never connects. */
+async function publishBrokenPackage (dir: string, version: string): Promise<void> {
+  const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'))
+  const good = manifest.files[arch]
+  const work = await mkdtemp(path.join(os.tmpdir(), 'cp-broken-'))
+  try {
+    const r = await runCommand('tar', ['-xzf', path.join(dir, good.name), '-C', work])
+    if (r.code !== 0) throw new Error(r.stderr)
+    await writeFile(path.join(work, 'lib/cloudpilot-agent.js'),
+      `if (process.argv.includes('--version')) console.log(${JSON.stringify(version)})\nelse { console.error('this build is broken'); process.exit(1) }\n`)
+    await writeFile(path.join(work, 'VERSION'), version + '\n')
+    const name = packageFileName(version, arch)
+    const p = await runCommand('tar', ['--owner=0', '--group=0', '-I', 'gzip -1', '-cf', path.join(dir, name), '-C', work, '.'])
+    if (p.code !== 0) throw new Error(p.stderr)
+    const file = { name, sha256: await sha256File(path.join(dir, name)), size: (await stat(path.join(dir, name))).size }
+    await writeFile(path.join(dir, 'manifest.json.tmp'), JSON.stringify({ ...manifest, version, files: { [arch]: file } }))
+    const { rename } = await import('node:fs/promises')
+    await rename(path.join(dir, 'manifest.json.tmp'), path.join(dir, 'manifest.json'))
+  } finally {
+    await rm(work, { recursive: true, force: true })
+  }
+}

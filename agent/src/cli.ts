@@ -67,7 +67,7 @@ export async function main (argv: string[], io: CliIo = defaultIo): Promise<numb
   try {
     switch (command) {
       case 'enroll': return await enroll({ configPath, coordinator: values.coordinator, token: values['token-stdin'] === true ? await readStdin() : values.token, stateDir: values['state-dir'], spoolDir: values['spool-dir'], force: values.force === true }, io)
-      case 'run': return await run(configPath, env.logLevel)
+      case 'run': return await run(configPath, env.logLevel, env.agentHome)
       case 'status': return await status(configPath, io)
       case 'revoke': return await revoke(configPath, io)
       default:
@@ -151,11 +151,11 @@ async function revoke (configPath: string, io: CliIo): Promise<number> {
   return 1
 }
 
-async function run (configPath: string, logLevel: string | null): Promise<number> {
+async function run (configPath: string, logLevel: string | null, agentHome: string | null): Promise<number> {
   const config = await readConfig(configPath)
   const log = createLogger({ level: logLevel ?? config.logLevel }).child({ serverId: config.serverId })
   const { startAgent } = await import('./agent-service.ts')
-  const agent = await startAgent(config, log)
+  const agent = await startAgent(config, log, { agentHome })
   const onSignal = (signal: string): void => {
     agent.stop(signal).catch((err: unknown) => log.error({ err }, 'error while stopping'))
   }
