@@ -134,6 +134,8 @@ export async function runCommand (cmd: string, args: string[], options: { env?: 
   let stderr = ''
   p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  // A script piped to bash may end before bash read all of it (as with curl | bash): not an error.
+  p.stdin.on('error', () => {})
   p.stdin.end(options.input ?? '')
   const timer = setTimeout(() => p.kill('SIGKILL'), options.timeoutMs ?? 120_000)
   const code = await new Promise<number | null>((resolve) => p.once('close', resolve))
