@@ -18,7 +18,7 @@ main() {
   set -- "${@:1:$#-1}"
 
   local coordinator_default='__CLOUDPILOT_COORDINATOR_URL__'
-  local coordinator='' token='' action='install' dry_run=0 start_agent=1 ca_fingerprint=''
+  local coordinator='' token='' action='install' dry_run=0 start_agent=1 ca_fingerprint='' pinned_pem=''
   local -a grant_read=() grant_write=()
 
   local prefix=/opt/cloudpilot
@@ -137,6 +137,10 @@ USAGE
   trap "rm -rf '$work'" EXIT
 
   local -a curl_opts=(-fsSL --retry 3 --connect-timeout 20)
+  # A certificate pinned by an earlier run stays pinned on re-runs (upgrades).
+  if [ -z "$ca_fingerprint" ] && [ -f "$config_dir/coordinator.pem" ] && command -v openssl >/dev/null 2>&1; then
+    ca_fingerprint=$(openssl x509 -in "$config_dir/coordinator.pem" -noout -fingerprint -sha256 | sed 's/^.*=//')
+  fi
   if [ -n "$ca_fingerprint" ]; then pin_certificate; fi
 
   # ---- download and verify -----------------------------------------------------------------------------------
@@ -169,6 +173,7 @@ USAGE
   install -d -m 0700 -o "$user" -g "$user" "$state_dir"
   install -d -m 0750 -o "$user" -g "$user" "$log_dir"
   install -d -m 0700 -o "$user" -g "$user" "$spool_dir"
+  if [ -n "$pinned_pem" ]; then save_pinned_certificate; fi
 
   # ---- unpack the release -----------------------------------------------------------------------------------
   local release=$agent_home/releases/$version staging=$agent_home/releases/.staging-$version-$$
@@ -312,14 +317,18 @@ pin_certificate() {
   pin=$(openssl x509 -in "$work/coordinator.pem" -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)
   # The chain is not validated, the key is: curl accepts only a server holding this certificate's private key.
   curl_opts+=(--insecure --pinnedpubkey "sha256//$pin")
-  if [ "$dry_run" -eq 0 ]; then
-    install -d -m 0750 -o root -g root "$config_dir"
-    install -m 0644 "$work/coordinator.pem" "$config_dir/coordinator.pem"
-    printf 'NODE_EXTRA_CA_CERTS=%s\n' "$config_dir/coordinator.pem" > "$env_file"
-    chmod 0640 "$env_file"
-    export NODE_EXTRA_CA_CERTS=$config_dir/coordinator.pem
-  fi
-  say "pinned the coordinator certificate (sha256 $got); the agent trusts it through NODE_EXTRA_CA_CERTS ($env_file)"
+  pinned_pem=$work/coordinator.pem
+  say "pinned the coordinator certificate (sha256 $got)"
+}
+
+# After the download was verified and the directories exist: the agent trusts exactly the pinned certificate.
+save_pinned_certificate() {
+  install -m 0644 -o root -g root "$pinned_pem" "$config_dir/coordinator.pem"
+  printf 'NODE_EXTRA_CA_CERTS=%s\n' "$config_dir/coordinator.pem" > "$env_file"
+  chown "root:$user" "$env_file"
+  chmod 0640 "$env_file"
+  export NODE_EXTRA_CA_CERTS=$config_dir/coordinator.pem
+  say "the agent trusts the pinned certificate through NODE_EXTRA_CA_CERTS ($env_file)"
 }
 
 grant() {
@@ -387,7 +396,9 @@ uninstall() {
   [ "$(id -u)" -eq 0 ] || die "run as root"
   if [ -n "$server_id" ] && [ -x "$agent_home/current/bin/cloudpilot-agent" ]; then
     local out
-    if out=$(runuser -u "$user" -- env CLOUDPILOT_AGENT_CONFIG="$config" "$agent_home/current/bin/cloudpilot-agent" revoke 2>&1); then
+    local ca_env=()
+    if [ -f "$config_dir/coordinator.pem" ]; then ca_env=(NODE_EXTRA_CA_CERTS="$config_dir/coordinator.pem"); fi
+    if out=$(runuser -u "$user" -- env "${ca_env[@]}" CLOUDPILOT_AGENT_CONFIG="$config" "$agent_home/current/bin/cloudpilot-agent" revoke 2>&1); then
       say "revoked server $server_id on the coordinator"
     else
       say "warning: could not revoke server $server_id ($out); delete it with DELETE /api/v1/servers/$server_id"

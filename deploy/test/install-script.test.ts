@@ -1,5 +1,6 @@
 import t from 'tap'
 import http from 'node:http'
+import https from 'node:https'
 import { access, chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
@@ -159,6 +160,53 @@ t.test('a package whose sha256 does not match the published one is refused befor
   t.match(r.stderr, /sha256 of cloudpilot-agent-9\.9\.9-linux-(x64|arm64)\.tar\.gz is [0-9a-f]{64}, the coordinator published 0{64}: refusing to install it/)
   await t.rejects(access(marker), 'nothing was created')
 })
+
+t.test('--ca-fingerprint: only the pinned certificate is accepted', async (t) => {
+  if (process.getuid?.() !== 0) { t.pass('skipped: the installer needs root to get that far'); return }
+  const dir = await tmp(t)
+  const script = await readFile(INSTALL_SH)
+  const gen = await runCommand('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, 'key.pem'),
+    '-out', path.join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'])
+  t.equal(gen.code, 0, gen.stderr)
+  const fp = (await runCommand('openssl', ['x509', '-in', path.join(dir, 'cert.pem'), '-noout', '-fingerprint', '-sha256'])).stdout.trim().replace(/^.*=/, '')
+  const payload = Buffer.from('not the published package')
+  const server = https.createServer({ key: await readFile(path.join(dir, 'key.pem')), cert: await readFile(path.join(dir, 'cert.pem')) }, (req, res) => {
+    if (req.url === '/agent/manifest.txt') res.end(`version 9.9.9\nx64 p-x64.tar.gz ${'0'.repeat(64)} ${payload.length}\narm64 p-arm64.tar.gz ${'0'.repeat(64)} ${payload.length}\n`)
+    else res.end(payload)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const env = { CLOUDPILOT_OS_RELEASE: await osRelease(dir, 'debian', '12', 'Debian GNU/Linux 12 (bookworm)') }
+
+  const unpinned = await pipeToBash(script, ['--token', 'cpe_x', '--coordinator', url], env)
+  t.equal(unpinned.code, 1)
+  t.match(unpinned.stderr, /cannot fetch .*manifest\.txt/, 'a self-signed coordinator is not trusted without a pin')
+
+  const wrong = await pipeToBash(script, ['--token', 'cpe_x', '--coordinator', url, '--ca-fingerprint', 'AB:'.repeat(31) + 'AB'], env)
+  t.equal(wrong.code, 1)
+  t.match(wrong.stderr, /presents a certificate with SHA-256 fingerprint [0-9a-f]{64}, not the pinned (ab){32}: refusing to continue/)
+
+  // The right pin gets past TLS to the download, whose bad sha256 then stops it (before anything is installed).
+  const before = await snapshot()
+  const pinned = await pipeToBash(script, ['--token', 'cpe_x', '--coordinator', url, '--ca-fingerprint', fp.toLowerCase()], { ...env, PATH: await standIns(dir) })
+  t.equal(pinned.code, 1)
+  t.match(pinned.stdout, /pinned the coordinator certificate/)
+  t.match(pinned.stderr, /sha256 of p-(x64|arm64)\.tar\.gz is [0-9a-f]{64}, the coordinator published 0{64}: refusing to install it/)
+  await t.rejects(access(path.join(dir, 'changed')), 'nothing was created')
+  t.same(await snapshot(), before)
+})
+
+/** Stand-ins for the first tools that change the system: if a check were broken, they stop the script there. */
+async function standIns (dir: string): Promise<string> {
+  const bin = path.join(dir, 'bin')
+  await runCommand('mkdir', ['-p', bin])
+  for (const tool of ['useradd', 'groupadd', 'install']) {
+    await writeFile(path.join(bin, tool), `#!/bin/sh\necho "$0 $*" >> ${path.join(dir, 'changed')}\nexit 1\n`)
+    await chmod(path.join(bin, tool), 0o755)
+  }
+  return `${bin}:${BASE_ENV.PATH}`
+}
 
 async function snapshot (): Promise<Record<string, boolean | string>> {
   const exists = async (p: string): Promise<boolean> => { try { await access(p); return true } catch { return false } }
