@@ -132,7 +132,12 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   }, 90_000, 250))
   t.match(upgraded.upgrade, { fromVersion: v2, targetVersion: v3, error: null })
   t.equal(await readFile(path.join(root.dir, 'opt/cloudpilot/agent/current/VERSION'), 'utf8'), `${v3}\n`)
-  t.same((await readdirNames(path.join(root.dir, 'opt/cloudpilot/agent/releases'))).sort(), [v2, v3].sort(), 'the previous release is kept, older ones removed')
+  // The new version prunes once it has confirmed itself (its hello may settle the upgrade a moment earlier).
+  const releases = await waitFor('old releases pruned', async () => {
+    const names = (await readdirNames(path.join(root.dir, 'opt/cloudpilot/agent/releases'))).sort()
+    return names.length === 2 ? names : undefined
+  }, 10_000).catch(async () => (await readdirNames(path.join(root.dir, 'opt/cloudpilot/agent/releases'))).sort())
+  t.same(releases, [v2, v3].sort(), 'the previous release is kept, older ones removed')
   const again = await coordinator.api.post(`/api/v1/servers/${serverId}/upgrade`, {})
   t.equal(again.body.outcome, 'current', 'nothing to do when the agent already runs that version')
 
