@@ -1,7 +1,9 @@
 import os from 'node:os'
 import { mkdir, statfs } from 'node:fs/promises'
 import path from 'node:path'
-import { PROTOCOL_VERSION, PRODUCT_VERSION, SECOND } from '@cloudpilot/protocol'
+import { PROTOCOL_VERSION, SECOND } from '@cloudpilot/protocol'
+import { AGENT_VERSION } from './version.ts'
+import { SelfUpgrade, UPGRADE_EXIT_CODE } from './self-upgrade.ts'
 import type { AgentConfig } from './config.ts'
 import type { Logger } from './logger.ts'
 import { Outbox } from './outbox.ts'
@@ -22,7 +24,7 @@ export interface AgentService {
 }
 
 /** `cloudpilot-agent run`: connect, serve jobs, report, until stopped. */
-export async function startAgent (config: AgentConfig, log: Logger): Promise<AgentService> {
+export async function startAgent (config: AgentConfig, log: Logger, options: { agentHome?: string | null } = {}): Promise<AgentService> {
   const spoolDir = path.join(config.spoolDir, config.serverId)
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 })
   await mkdir(spoolDir, { recursive: true, mode: 0o700 })
@@ -40,7 +42,7 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
     outbox,
     hello: async () => ({
       protocolVersion: PROTOCOL_VERSION,
-      agentVersion: PRODUCT_VERSION,
+      agentVersion: AGENT_VERSION,
       hostname: os.hostname(),
       os: `${os.type()} ${os.release()}${await distroName()}`,
       arch: process.arch,
@@ -80,7 +82,7 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
       lastConnectedAt: connection.lastConnectedAt?.toISOString() ?? null,
       runningJobs: jobs.runningJobIds(),
       outboxPending: outbox.size,
-      agentVersion: PRODUCT_VERSION,
+      agentVersion: AGENT_VERSION,
       updatedAt: new Date().toISOString(),
     }).catch((err: unknown) => log.debug({ err }, 'could not write status file'))
   }
@@ -95,6 +97,7 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
     if (stopping) return
     stopping = true
     log.info({ reason }, 'agent stopping')
+    upgrades.stop()
     await jobs.shutdown(config.shutdownGraceMs)
     await connection.drainOutbox(5 * SECOND)
     await connection.stop()
@@ -103,6 +106,17 @@ export async function startAgent (config: AgentConfig, log: Logger): Promise<Age
     resolveStopped(code)
   }
   connection.on('conn:fatal', (message) => { stop(message, 78).catch(() => resolveStopped(78)) })
+  const upgrades = new SelfUpgrade({
+    home: options.agentHome ?? null,
+    version: AGENT_VERSION,
+    coordinatorUrl: config.coordinatorUrl,
+    log: log.child({ component: 'upgrade' }),
+    send: (frame) => connection.send(frame),
+    busy: () => jobs.runningJobIds().length > 0,
+    restart: () => { stop('upgrade', UPGRADE_EXIT_CODE).catch(() => resolveStopped(UPGRADE_EXIT_CODE)) },
+  })
+  connection.on('conn:welcome', () => { upgrades.onWelcome().catch((err: unknown) => log.warn({ err }, 'could not settle the last upgrade')) })
+  connection.on('conn:frame', (frame) => { if (frame.type === 'agent.upgrade') upgrades.handle(frame) })
   connection.start()
   await publishStatus()
   return { stopped, stop: async (reason) => { await stop(reason) }, connection, runner: jobs }

@@ -1,15 +1,18 @@
 import os from 'node:os'
 import { parseArgs } from 'node:util'
-import { PRODUCT_VERSION } from '@cloudpilot/protocol'
 import { agentEnv, ConfigError, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR, readConfig, writeConfig } from './config.ts'
 import { createLogger } from './logger.ts'
 import { readStatus } from './agent-status-file.ts'
+import { AGENT_VERSION } from './version.ts'
 
 const USAGE = `Usage:
-  cloudpilot-agent enroll --coordinator URL --token TOKEN [--config PATH] [--state-dir DIR] [--spool-dir DIR] [--force]
+  cloudpilot-agent enroll --coordinator URL (--token TOKEN | --token-stdin) [--config PATH] [--state-dir DIR] [--spool-dir DIR] [--force]
   cloudpilot-agent run [--config PATH]
   cloudpilot-agent status [--config PATH]
+  cloudpilot-agent revoke [--config PATH]     revoke this server on the coordinator with its own credential (uninstall)
   cloudpilot-agent --version
+
+--token-stdin reads the enrollment token from standard input, so that it never shows in the process list.
 
 The config defaults to /etc/cloudpilot/agent.json (or CLOUDPILOT_AGENT_CONFIG). The agent refuses to run as root
 unless --allow-root or CLOUDPILOT_ALLOW_ROOT=1 is given (development and tests only).`
@@ -36,6 +39,7 @@ export async function main (argv: string[], io: CliIo = defaultIo): Promise<numb
         config: { type: 'string' },
         coordinator: { type: 'string' },
         token: { type: 'string' },
+        'token-stdin': { type: 'boolean', default: false },
         'state-dir': { type: 'string' },
         'spool-dir': { type: 'string' },
         force: { type: 'boolean', default: false },
@@ -49,7 +53,7 @@ export async function main (argv: string[], io: CliIo = defaultIo): Promise<numb
     return 2
   }
   const { values, positionals } = parsed
-  if (values.version === true) { io.out(PRODUCT_VERSION); return 0 }
+  if (values.version === true) { io.out(AGENT_VERSION); return 0 }
   const command = positionals[0]
   if (values.help === true || command === undefined) { io.out(USAGE); return command === undefined && values.help !== true ? 2 : 0 }
   const configPath = values.config ?? env.configPath
@@ -62,9 +66,10 @@ export async function main (argv: string[], io: CliIo = defaultIo): Promise<numb
 
   try {
     switch (command) {
-      case 'enroll': return await enroll({ configPath, coordinator: values.coordinator, token: values.token, stateDir: values['state-dir'], spoolDir: values['spool-dir'], force: values.force === true }, io)
-      case 'run': return await run(configPath, env.logLevel)
+      case 'enroll': return await enroll({ configPath, coordinator: values.coordinator, token: values['token-stdin'] === true ? await readStdin() : values.token, stateDir: values['state-dir'], spoolDir: values['spool-dir'], force: values.force === true }, io)
+      case 'run': return await run(configPath, env.logLevel, env.agentHome)
       case 'status': return await status(configPath, io)
+      case 'revoke': return await revoke(configPath, io)
       default:
         io.err(`cloudpilot-agent: unknown command ${JSON.stringify(command)}\n\n${USAGE}`)
         return 2
@@ -77,7 +82,7 @@ export async function main (argv: string[], io: CliIo = defaultIo): Promise<numb
 
 async function enroll (o: { configPath: string, coordinator: string | undefined, token: string | undefined, stateDir: string | undefined, spoolDir: string | undefined, force: boolean }, io: CliIo): Promise<number> {
   if (o.coordinator === undefined || o.token === undefined) {
-    io.err('cloudpilot-agent enroll: --coordinator URL and --token TOKEN are required')
+    io.err('cloudpilot-agent enroll: --coordinator URL and --token TOKEN (or --token-stdin) are required')
     return 2
   }
   if (!o.force) {
@@ -119,11 +124,38 @@ async function enroll (o: { configPath: string, coordinator: string | undefined,
   return 0
 }
 
-async function run (configPath: string, logLevel: string | null): Promise<number> {
+async function readStdin (): Promise<string | undefined> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  const text = Buffer.concat(chunks).toString('utf8').trim()
+  return text === '' ? undefined : text
+}
+
+/** Revokes this server with its own credential (POST /api/v1/agents/revoke); used by the uninstaller. */
+async function revoke (configPath: string, io: CliIo): Promise<number> {
+  const config = await readConfig(configPath)
+  let response: Response
+  try {
+    response = await fetch(`${config.coordinatorUrl}/api/v1/agents/revoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${config.agentCredential}` },
+      signal: AbortSignal.timeout(30_000),
+    })
+  } catch (err) {
+    io.err(`cloudpilot-agent revoke: cannot reach the coordinator at ${config.coordinatorUrl}: ${(err as Error).message}`)
+    return 1
+  }
+  if (response.status === 204) { io.out(JSON.stringify({ serverId: config.serverId, revoked: true })); return 0 }
+  const body = await response.json().catch(() => null) as { error?: { code: string, message: string } } | null
+  io.err(`cloudpilot-agent revoke: ${body?.error === undefined ? `HTTP ${response.status}` : `${body.error.code}: ${body.error.message}`}`)
+  return 1
+}
+
+async function run (configPath: string, logLevel: string | null, agentHome: string | null): Promise<number> {
   const config = await readConfig(configPath)
   const log = createLogger({ level: logLevel ?? config.logLevel }).child({ serverId: config.serverId })
   const { startAgent } = await import('./agent-service.ts')
-  const agent = await startAgent(config, log)
+  const agent = await startAgent(config, log, { agentHome })
   const onSignal = (signal: string): void => {
     agent.stop(signal).catch((err: unknown) => log.error({ err }, 'error while stopping'))
   }

@@ -26,6 +26,8 @@ export interface AgentEnv {
   configPath: string
   allowRoot: boolean
   logLevel: string | null
+  /** Where install.sh put the agent (releases/, current): set by its start script; null when run from source. */
+  agentHome: string | null
 }
 
 export function agentEnv (env: NodeJS.ProcessEnv = process.env): AgentEnv {
@@ -33,6 +35,7 @@ export function agentEnv (env: NodeJS.ProcessEnv = process.env): AgentEnv {
     configPath: env.CLOUDPILOT_AGENT_CONFIG || DEFAULT_CONFIG_PATH,
     allowRoot: env.CLOUDPILOT_ALLOW_ROOT === '1' || env.CLOUDPILOT_ALLOW_ROOT === 'true',
     logLevel: env.LOG_LEVEL || null,
+    agentHome: env.CLOUDPILOT_AGENT_HOME || null,
   }
 }
 

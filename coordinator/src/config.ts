@@ -33,6 +33,8 @@ export interface CoordinatorConfig {
   missedLookbackMs: number
   /** How often the retention sweeper runs. */
   retentionSweepMs: number
+  /** Agent packages served at /agent/... (manifest.json + tarballs); built there on first request when empty. */
+  agentPackageDir: string
 }
 
 export const DEFAULTS: CoordinatorConfig = {
@@ -55,6 +57,7 @@ export const DEFAULTS: CoordinatorConfig = {
   scheduleLateGraceMs: 5 * 60 * SECOND,
   missedLookbackMs: 24 * 3600 * SECOND,
   retentionSweepMs: 10 * 60 * SECOND,
+  agentPackageDir: './data/agent-packages',
 }
 
 function int (value: string | undefined, fallback: number, name: string): number {
@@ -91,6 +94,7 @@ export function configFromEnv (env: NodeJS.ProcessEnv = process.env): Coordinato
     scheduleResyncMs: int(env.CLOUDPILOT_SCHEDULE_RESYNC_SECONDS, DEFAULTS.scheduleResyncMs / SECOND, 'CLOUDPILOT_SCHEDULE_RESYNC_SECONDS') * SECOND,
     scheduleLateGraceMs: int(env.CLOUDPILOT_SCHEDULE_LATE_GRACE_SECONDS, DEFAULTS.scheduleLateGraceMs / SECOND, 'CLOUDPILOT_SCHEDULE_LATE_GRACE_SECONDS') * SECOND,
     missedLookbackMs: int(env.CLOUDPILOT_MISSED_LOOKBACK_HOURS, DEFAULTS.missedLookbackMs / 3600 / SECOND, 'CLOUDPILOT_MISSED_LOOKBACK_HOURS') * 3600 * SECOND,
+    agentPackageDir: path.resolve(env.CLOUDPILOT_AGENT_PACKAGE_DIR || path.join(env.DATA_DIR || DEFAULTS.dataDir, 'agent-packages')),
     retentionSweepMs: int(env.CLOUDPILOT_RETENTION_SWEEP_SECONDS, DEFAULTS.retentionSweepMs / SECOND, 'CLOUDPILOT_RETENTION_SWEEP_SECONDS') * SECOND,
   }
   config.startupGraceMs = int(env.CLOUDPILOT_STARTUP_GRACE_SECONDS, (3 * config.heartbeatIntervalMs + 60 * SECOND) / SECOND, 'CLOUDPILOT_STARTUP_GRACE_SECONDS') * SECOND

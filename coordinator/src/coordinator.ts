@@ -36,6 +36,8 @@ import { workspaceRoutes } from './routes/workspaces.ts'
 import { retentionRoutes } from './routes/retention.ts'
 import { restoreRoutes } from './routes/restores.ts'
 import { discoveryRoutes } from './routes/discovery.ts'
+import { installScriptRoutes } from './routes/install-script.ts'
+import { agentPackageRoutes } from './routes/agent-package.ts'
 
 export interface Coordinator {
   app: App
@@ -145,6 +147,8 @@ export async function createCoordinator (config: CoordinatorConfig, options: Coo
   retentionRoutes(app, ctx)
   restoreRoutes(app, ctx)
   discoveryRoutes(app, ctx)
+  installScriptRoutes(app, ctx)
+  agentPackageRoutes(app, ctx)
 
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = req.url?.split('?')[0]

@@ -39,6 +39,8 @@ export const ERRORS = {
   PROTOCOL_MISMATCH: def(400, 'The agent speaks a different protocol version than the coordinator.', 'Upgrade the agent to the coordinator\'s version (re-run the install command).'),
   AGENT_UNREACHABLE: def(503, 'The server\'s agent is not connected.', 'Check that the agent runs on the server (systemctl status cloudpilot-agent) and can reach the coordinator.', true),
   AGENT_TIMEOUT: def(504, 'The agent did not answer in time.', 'The server may be overloaded or the connection slow; retry.', true),
+  AGENT_PACKAGE_UNAVAILABLE: def(503, 'The coordinator has no agent package to serve.', 'Build it on the coordinator: npx node deploy/scripts/build-agent-package.ts --out <CLOUDPILOT_AGENT_PACKAGE_DIR> (the coordinator log says why building it on demand failed).', true),
+  UPGRADE_FAILED: def(500, 'The agent could not upgrade; it keeps running the version it had.', 'Read the message (download, checksum, or the new version not starting, which is rolled back); fix the cause and upgrade again, or re-run the install command on the server.', true),
 
   // --- Wire protocol ----------------------------------------------------------------------------------
   FRAME_INVALID: def(400, 'The frame is not valid JSON or does not match its schema.', 'Peers must send frames of the protocol version announced in hello.'),

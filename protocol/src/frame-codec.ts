@@ -6,7 +6,7 @@ import type { AgentFrame, CoordinatorFrame } from './frames.ts'
 import {
   HelloFrame, HeartbeatFrame, JobProgressFrame, JobStatusFrame, DiscoverResultFrame, DestinationTestResultFrame, TransferStatusFrame,
   WelcomeFrame, JobRunFrame, JobCancelFrame, DiscoverFrame, DestinationTestFrame, TransferSendFrame, AckFrame, ErrorFrame,
-  BackupDeleteFrame, BackupDeleteResultFrame,
+  BackupDeleteFrame, BackupDeleteResultFrame, AgentUpgradeFrame, AgentUpgradeStatusFrame,
 } from './frames.ts'
 
 export type DecodeResult<F> =
@@ -47,6 +47,7 @@ const AGENT_VALIDATORS = new Validators({
   'destination.test.result': DestinationTestResultFrame,
   'transfer.status': TransferStatusFrame,
   'backup.delete.result': BackupDeleteResultFrame,
+  'agent.upgrade.status': AgentUpgradeStatusFrame,
   ack: AckFrame,
   error: ErrorFrame,
 })
@@ -58,6 +59,7 @@ const COORDINATOR_VALIDATORS = new Validators({
   'destination.test': DestinationTestFrame,
   'transfer.send': TransferSendFrame,
   'backup.delete': BackupDeleteFrame,
+  'agent.upgrade': AgentUpgradeFrame,
   ack: AckFrame,
   error: ErrorFrame,
 })

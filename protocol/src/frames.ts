@@ -117,6 +117,16 @@ export const BackupDeleteResultFrame = Type.Object({
   object: Type.Union([DeleteOutcome, Type.Null()]),
 })
 
+/** Progress and outcome of an agent.upgrade (also sent by the previous version after a rollback). */
+export const AgentUpgradeStatusFrame = Type.Object({
+  type: Type.Literal('agent.upgrade.status'),
+  id: FrameId,
+  status: Type.Union([Type.Literal('in_progress'), Type.Literal('completed'), Type.Literal('failed')]),
+  fromVersion: Type.String({ maxLength: 64 }),
+  toVersion: Type.String({ maxLength: 64 }),
+  error: Type.Optional(ErrorDataSchema),
+})
+
 // ---- coordinator -> agent -------------------------------------------------------------------------------
 
 export const WelcomeFrame = Type.Object({
@@ -184,6 +194,19 @@ export const BackupDeleteFrame = Type.Object({
   destination: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
 })
 
+/**
+ * Upgrade the agent to the coordinator's package: download `url` (relative to the coordinator), check `sha256` and
+ * `size`, test-start it, switch to it once no job runs and restart; a version that does not come up is rolled back.
+ */
+export const AgentUpgradeFrame = Type.Object({
+  type: Type.Literal('agent.upgrade'),
+  id: FrameId,
+  version: Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Za-z.+-]+$' }),
+  url: Type.String({ minLength: 1, maxLength: 2048 }),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  size: Type.Integer({ minimum: 1 }),
+})
+
 // ---- both directions ------------------------------------------------------------------------------------
 
 export const AckFrame = Type.Object({
@@ -205,10 +228,10 @@ export const ErrorFrame = Type.Object({
 
 export const AgentFrame = Type.Union([
   HelloFrame, HeartbeatFrame, JobProgressFrame, JobStatusFrame, DiscoverResultFrame, DestinationTestResultFrame, TransferStatusFrame,
-  BackupDeleteResultFrame, AckFrame, ErrorFrame,
+  BackupDeleteResultFrame, AgentUpgradeStatusFrame, AckFrame, ErrorFrame,
 ])
 export const CoordinatorFrame = Type.Union([
-  WelcomeFrame, JobRunFrame, JobCancelFrame, DiscoverFrame, DestinationTestFrame, TransferSendFrame, BackupDeleteFrame, AckFrame, ErrorFrame,
+  WelcomeFrame, JobRunFrame, JobCancelFrame, DiscoverFrame, DestinationTestFrame, TransferSendFrame, BackupDeleteFrame, AgentUpgradeFrame, AckFrame, ErrorFrame,
 ])
 
 export type HelloFrame = Static<typeof HelloFrame>
@@ -227,6 +250,8 @@ export type TransferSendFrame = Static<typeof TransferSendFrame>
 export type BackupDeleteFrame = Static<typeof BackupDeleteFrame>
 export type BackupDeleteResultFrame = Static<typeof BackupDeleteResultFrame>
 export type DeleteOutcome = Static<typeof DeleteOutcome>
+export type AgentUpgradeFrame = Static<typeof AgentUpgradeFrame>
+export type AgentUpgradeStatusFrame = Static<typeof AgentUpgradeStatusFrame>
 export type AckFrame = Static<typeof AckFrame>
 export type ErrorFrame = Static<typeof ErrorFrame>
 export type AgentFrame = Static<typeof AgentFrame>

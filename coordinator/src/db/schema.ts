@@ -41,6 +41,15 @@ export const enrollmentTokens = pgTable('enrollment_tokens', {
   createdAt: createdAt(),
 }, (t) => [uniqueIndex('enrollment_tokens_hash_uq').on(t.tokenHash)])
 
+export interface ServerUpgrade {
+  status: 'pending' | 'in_progress' | 'completed' | 'failed'
+  fromVersion: string | null
+  targetVersion: string
+  requestedAt: string
+  finishedAt: string | null
+  error: ErrorData | null
+}
+
 export const servers = pgTable('servers', {
   id: uuid('id').primaryKey().defaultRandom(),
   workspaceId: uuid('workspace_id').notNull().references(() => workspaces.id),
@@ -59,6 +68,8 @@ export const servers = pgTable('servers', {
   revokedAt: ts('revoked_at'),
   /** The coordinator replica (coordinator_replicas.id) holding the agent's WebSocket; null when none. */
   connectedReplica: text('connected_replica'),
+  /** The last upgrade asked of the agent (POST /servers/:id/upgrade) and how it went; null when none. */
+  upgrade: jsonb('upgrade').$type<ServerUpgrade | null>(),
   createdAt: createdAt(),
 }, (t) => [
   uniqueIndex('servers_credential_uq').on(t.credentialHash),

@@ -17,6 +17,7 @@ export function serverBody (s: Server) {
     arch: s.arch,
     tools: s.tools,
     health: s.health ?? null,
+    upgrade: s.upgrade === null ? null : { ...s.upgrade, error: s.upgrade.error === null ? null : { code: s.upgrade.error.code, message: s.upgrade.error.message, ...(s.upgrade.error.hint === undefined ? {} : { hint: s.upgrade.error.hint }) } },
     createdAt: s.createdAt.toISOString(),
   }
 }

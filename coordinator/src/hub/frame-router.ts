@@ -14,6 +14,7 @@ import type { AgentRequests } from '../services/agent-requests.ts'
 import type { RetentionSweeper } from '../services/retention-sweeper.ts'
 import type { ReplicaRegistry } from '../services/replica-registry.ts'
 import type { Logger } from 'pino'
+import { applyUpgradeStatus, settleUpgradeOnHello } from '../services/agent-upgrades.ts'
 
 const PROGRESS_EVERY_MS = 1000
 
@@ -46,6 +47,7 @@ export function createFrameRouter (deps: {
       lastSeenAt: new Date(),
       ...(deps.registry === undefined ? {} : { connectedReplica: deps.registry.id }),
     }).where(eq(servers.id, session.serverId))
+    await settleUpgradeOnHello(deps.db, session.serverId, hello.agentVersion)
     // A running job is kept when either table knows it as running: abort only what both say to abort.
     const backupsSay = new Set(await deps.records.jobsToAbort(session.serverId, hello.runningJobs))
     const restoresSay = await deps.restores.jobsToAbort(session.serverId, hello.runningJobs)
@@ -106,6 +108,10 @@ export function createFrameRouter (deps: {
         return
       case 'backup.delete.result':
         await deps.retention?.().applyAgentResult(session.serverId, frame)
+        return
+      case 'agent.upgrade.status':
+        session.log.info({ status: frame.status, fromVersion: frame.fromVersion, toVersion: frame.toVersion, error: frame.error?.message }, 'agent upgrade')
+        await applyUpgradeStatus(deps.db, session.serverId, frame)
         return
       case 'transfer.status':
         deps.transfers.fail(frame.transferId, session.serverId, normaliseErrorData(frame.error))

@@ -6,6 +6,8 @@ import { enrollmentTokens, servers } from '../db/schema.ts'
 import { hashToken, newToken } from '../crypto/tokens.ts'
 import { EnrollmentTokenBody, EnrollmentTokenRequest, EnrollRequest, EnrollResponse } from '../http/schemas/server.ts'
 import { errorResponses } from '../http/schemas/common.ts'
+import Type from 'typebox'
+import { revokeServer } from './servers.ts'
 
 /** Enrollment: single-use, expiring tokens exchanged by the agent for its own credential (only hashes stored). */
 export function enrollmentRoutes (app: App, ctx: CoordinatorContext): void {
@@ -60,5 +62,22 @@ export function enrollmentRoutes (app: App, ctx: CoordinatorContext): void {
     })
     request.log.info({ serverId: result.id }, 'server enrolled')
     return reply.code(201).send({ serverId: result.id, agentCredential: credential })
+  })
+
+  app.post('/api/v1/agents/revoke', {
+    schema: {
+      tags: ['servers'], summary: 'An agent revokes its own server (uninstall), authenticated by its agent credential', security: [],
+      response: { 204: Type.Null(), ...errorResponses },
+    },
+  }, async (request, reply) => {
+    const header = request.headers.authorization ?? ''
+    const credential = header.startsWith('Bearer ') ? header.slice(7).trim() : ''
+    if (credential === '') throw new CloudPilotError('AGENT_CREDENTIAL_INVALID')
+    const [server] = await ctx.db.select({ id: servers.id }).from(servers)
+      .where(and(eq(servers.credentialHash, hashToken(credential)), isNull(servers.revokedAt)))
+    if (server === undefined) throw new CloudPilotError('AGENT_CREDENTIAL_INVALID')
+    await revokeServer(ctx, server.id)
+    request.log.info({ serverId: server.id }, 'server revoked by its agent (uninstall)')
+    return reply.code(204).send(null)
   })
 }

@@ -14,7 +14,31 @@ export const ServerBody = Type.Object({
   arch: Type.Union([Type.String(), Type.Null()]),
   tools: Type.Record(Type.String(), Type.String()),
   health: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  /** The last upgrade asked of the agent and how it went. */
+  upgrade: Type.Union([Type.Object({
+    status: Type.Union([Type.Literal('pending'), Type.Literal('in_progress'), Type.Literal('completed'), Type.Literal('failed')]),
+    fromVersion: Type.Union([Type.String(), Type.Null()]),
+    targetVersion: Type.String(),
+    requestedAt: DateTime,
+    finishedAt: NullableDateTime,
+    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }), Type.Null()]),
+  }), Type.Null()]),
   createdAt: DateTime,
+})
+
+export const UpgradeRequest = Type.Object({
+  /** Refuse unless the coordinator's package is this version (guards against upgrading to an unexpected build). */
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+}, { additionalProperties: false })
+
+export const UpgradeResult = Type.Object({
+  serverId: Uuid,
+  /**
+   * requested: the agent was sent the upgrade; current: it already runs that version; unreachable: not connected;
+   * no_package: no package for the server's architecture.
+   */
+  outcome: Type.Union([Type.Literal('requested'), Type.Literal('current'), Type.Literal('unreachable'), Type.Literal('no_package')]),
+  targetVersion: Type.String(),
 })
 
 export const EnrollmentTokenRequest = Type.Object({

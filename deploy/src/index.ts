@@ -1,0 +1,1 @@
+export { buildAgentPackage, readManifest, packageFileName, sha256File, AGENT_ARCHES, MANIFEST_NAME, type AgentArch, type AgentPackageManifest, type AgentPackageFile, type BuildOptions } from './agent-package.ts'
