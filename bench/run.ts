@@ -39,7 +39,7 @@ function machine (dir: string): Record<string, unknown> {
 function failed (id: ScenarioId, err: unknown): ScenarioResult {
   const message = err instanceof Error ? err.message : String(err)
   process.stderr.write(`[${id}] FAILED: ${err instanceof Error ? err.stack : message}\n`)
-  return { id, label: id, measured: '', seconds: null, comparisons: [], peakRssMb: null, cpuSeconds: null, target: '', met: false, verdict: `FAILED: ${message.split('\n')[0]}`, notes: [message], extra: {} }
+  return { id, label: id, measured: '', seconds: null, comparisons: [], peakRssMb: null, cpuSeconds: null, target: '', met: false, missed: ['did not complete'], summary: `FAILED: ${message.split('\n')[0]}`, verdict: `FAILED: ${message.split('\n')[0]}`, notes: [message], extra: {} }
 }
 
 async function main (flags: Flags): Promise<void> {
@@ -101,7 +101,7 @@ async function main (flags: Flags): Promise<void> {
   await mkdir(path.dirname(path.resolve(flags.out)), { recursive: true })
   await writeFile(flags.out, JSON.stringify({ startedAt: new Date(started).toISOString(), totalSeconds, flags, machine: host, results, table }, null, 2) + '\n')
   process.stdout.write(`\n${table}\n\n`)
-  for (const r of results) process.stdout.write(`- ${r.label}: ${r.met === null ? 'n/a' : r.met ? 'MET' : 'MISSED'} — ${r.verdict}\n`)
+  for (const r of results) process.stdout.write(`- ${r.label}: ${r.met === null ? 'not tested at the target size' : r.met ? 'MET' : `MISSED (${r.missed.join('; ')})`} — ${r.verdict}\n`)
   process.stdout.write(`\nmachine: ${host.cpu}, ${host.memoryGb} GB RAM; total ${(totalSeconds / 60).toFixed(1)} min; results in ${flags.out}\n`)
 }
 

@@ -3,15 +3,18 @@
  * whether or not earlier ones finished, and each latency is measured from its scheduled start (so a stalled
  * server is not hidden by the client waiting). A mix of cheap authenticated GETs. Prints one JSON line at the end.
  *
- *   node bench/lib/api-load.ts <url> <token> <rate> <seconds> <serverIds.json>
+ * The first `warmup` seconds run at the same rate and are not counted.
+ *
+ *   node bench/lib/api-load.ts <url> <token> <rate> <seconds> <serverIds.json> [warmup seconds]
  */
 import http from 'node:http'
 import { readFile } from 'node:fs/promises'
 
-const [url, token, rateArg, secondsArg, idsFile] = process.argv.slice(2)
+const [url, token, rateArg, secondsArg, idsFile, warmupArg] = process.argv.slice(2)
 if (url === undefined || token === undefined || idsFile === undefined) throw new Error('usage: api-load.ts <url> <token> <rate> <seconds> <serverIds.json>')
 const rate = Number(rateArg)
 const seconds = Number(secondsArg)
+const warmup = Number(warmupArg ?? 0)
 const ids = JSON.parse(await readFile(idsFile, 'utf8')) as string[]
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 const target = new URL(url)
@@ -27,28 +30,31 @@ const paths = [
 interface Sample { path: number, ms: number, status: number }
 const samples: Sample[] = []
 
-function request (p: number, scheduled: number): Promise<void> {
+function request (p: number, scheduled: number, counted: boolean): Promise<void> {
   return new Promise((resolve) => {
     const req = http.request({ host: target.hostname, port: target.port, path: (paths[p] as () => string)(), agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
       res.resume()
-      res.on('end', () => { samples.push({ path: p, ms: performance.now() - scheduled, status: res.statusCode ?? 0 }); resolve() })
+      res.on('end', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: res.statusCode ?? 0 }); resolve() })
     })
-    req.on('error', () => { samples.push({ path: p, ms: performance.now() - scheduled, status: 0 }); resolve() })
+    req.on('error', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: 0 }); resolve() })
     req.end()
   })
 }
 
+const skipped = Math.round(rate * warmup)
 const total = Math.round(rate * seconds)
 const interval = 1000 / rate
 const t0 = performance.now()
 const inflight: Array<Promise<void>> = []
-for (let i = 0; i < total; i++) {
+let counting = 0
+for (let i = 0; i < skipped + total; i++) {
   const scheduled = t0 + i * interval
   const wait = scheduled - performance.now()
   if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
-  inflight.push(request(i % paths.length, scheduled))
+  if (i === skipped) counting = performance.now()
+  inflight.push(request(i % paths.length, scheduled, i >= skipped))
 }
 await Promise.all(inflight)
-const elapsed = (performance.now() - t0) / 1000
+const elapsed = (performance.now() - (counting || t0)) / 1000
 agent.destroy()
 process.stdout.write(JSON.stringify({ sent: total, elapsed, latenciesMs: samples.map((s) => Math.round(s.ms * 100) / 100), statuses: samples.map((s) => s.status) }) + '\n')

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import type { Agent, Coordinator } from './services.ts'
 import { startSampler, type SampleResult } from './sampler.ts'
 import { runShell, type ShellRun } from './shell.ts'
+import { cpu } from './proc.ts'
 import { stats, MB } from './stats.ts'
 import type { Comparison } from './result.ts'
 
@@ -25,6 +26,8 @@ export interface Baseline {
 
 export interface OursRun {
   seconds: number
+  /** CPU seconds of the other processes watched during the run (coordinator, S3 emulator). */
+  otherCpu: Record<string, number>
   sample: SampleResult
   id: string
   body: any
@@ -38,6 +41,8 @@ export interface OursSpec {
   poll: (id: string) => Promise<any>
   prepare?: () => Promise<void>
   reset?: (run: OursRun) => Promise<void>
+  /** Other processes whose CPU seconds during each run are recorded. */
+  alsoWatch?: Array<{ label: string, pid: number }>
 }
 
 export interface Interleaved {
@@ -62,6 +67,7 @@ async function runBaseline (b: Baseline, out: string): Promise<ShellRun & { outp
 async function runOurs (spec: OursSpec, agent: Agent, everyMs: number): Promise<OursRun> {
   await spec.prepare?.()
   const sampler = await startSampler(agent.proc.pid as number, { watchDir: agent.spoolDir })
+  const others = await Promise.all((spec.alsoWatch ?? []).map(async (w) => ({ label: w.label, pid: w.pid, before: await cpu(w.pid) })))
   const started = performance.now()
   const id = await spec.start()
   let body: any
@@ -72,10 +78,15 @@ async function runOurs (spec: OursSpec, agent: Agent, everyMs: number): Promise<
   }
   const seconds = (performance.now() - started) / 1000
   const sample = await sampler.stop()
+  const otherCpu: Record<string, number> = {}
+  for (const o of others) {
+    const after = await cpu(o.pid)
+    otherCpu[o.label] = o.before === null || after === null ? NaN : after.self - o.before.self
+  }
   if (body.status !== 'completed') throw new Error(`${spec.label}: ${id} ${body.status}: ${JSON.stringify(body.error)}`)
-  const run = { seconds, sample, id, body }
+  const run = { seconds, otherCpu, sample, id, body }
   await spec.reset?.(run)
-  log(`${spec.label}: ${seconds.toFixed(2)} s, agent peak rss ${(sample.peakRssBytes / MB).toFixed(0)} MB, cpu ${(sample.cpuSelf + sample.cpuChildren).toFixed(2)} s (agent ${sample.cpuSelf.toFixed(2)} + children ${sample.cpuChildren.toFixed(2)}), spool max ${sample.watchDirMaxBytes} B`)
+  log(`${spec.label}: ${seconds.toFixed(2)} s, agent peak rss ${(sample.peakRssBytes / MB).toFixed(0)} MB, cpu ${(sample.cpuSelf + sample.cpuChildren).toFixed(2)} s (agent ${sample.cpuSelf.toFixed(2)} + children ${sample.cpuChildren.toFixed(2)}), spool max ${sample.watchDirMaxBytes} B${Object.entries(otherCpu).map(([k, v]) => `, ${k} cpu ${v.toFixed(2)} s`).join('')}`)
   return run
 }
 

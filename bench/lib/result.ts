@@ -27,7 +27,11 @@ export interface ScenarioResult {
   /** The DESIGN §9 target in words, and whether this run met it (null: not applicable / not measured). */
   target: string
   met: boolean | null
-  /** The number the target is judged on, in words (e.g. `ratio 0.82x, peak RSS 61 MB`). */
+  /** The parts of the target this run missed, each with its number (e.g. `agent peak RSS 187 MB > 80`). */
+  missed: string[]
+  /** One short line for the table (scenarios without a baseline). */
+  summary: string
+  /** The numbers the target is judged on, in words. */
   verdict: string
   notes: string[]
   extra: Record<string, unknown>

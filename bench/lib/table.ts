@@ -6,8 +6,9 @@ function secs (s: Stats): string {
   return `${s.median.toFixed(2)} s (${s.min.toFixed(2)}–${s.max.toFixed(2)})`
 }
 
-function metText (met: boolean | null): string {
-  return met === null ? 'n/a' : met ? 'met' : '**missed**'
+function metText (r: ScenarioResult): string {
+  if (r.met === null) return 'passes at this size (target not tested)'
+  return r.met ? 'met' : `**missed**: ${r.missed.join('; ')}`
 }
 
 export function markdownTable (results: ScenarioResult[]): string {
@@ -16,7 +17,7 @@ export function markdownTable (results: ScenarioResult[]): string {
     const rss = r.peakRssMb === null ? '–' : r.peakRssMb.toFixed(0)
     const cpu = r.cpuSeconds === null ? '–' : r.cpuSeconds.toFixed(1)
     if (r.comparisons.length === 0) {
-      rows.push([r.label, r.verdict, '–', '–', rss, cpu, r.target, metText(r.met)])
+      rows.push([r.label, r.summary, '–', '–', rss, cpu, r.target, metText(r)])
       continue
     }
     r.comparisons.forEach((c, i) => {
@@ -28,7 +29,7 @@ export function markdownTable (results: ScenarioResult[]): string {
         i === 0 ? rss : '',
         i === 0 ? `${cpu} vs ${c.baselineCpuSeconds.toFixed(1)}` : `vs ${c.baselineCpuSeconds.toFixed(1)}`,
         i === 0 ? r.target : 'information',
-        i === 0 ? metText(r.met) : '',
+        i === 0 ? metText(r) : '',
       ])
     })
   }

@@ -17,6 +17,8 @@ import { memory } from '../lib/proc.ts'
 import { percentile, MB } from '../lib/stats.ts'
 
 const PER_PROCESS = 10_000
+/** Requests of the first seconds (JIT, connection pool) are sent at the same rate but not counted. */
+const API_WARMUP_SECONDS = 3
 
 function step (line: string): void {
   process.stderr.write(`${line}\n`)
@@ -94,7 +96,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
 
   step(`[fleet] API load: ${flags.fleetRate} req/s for ${flags.fleetSeconds} s`)
   const sampler = await startSampler(pid, { children: false, everyMs: 250 })
-  const load = node('bench/lib/api-load.ts', [coordinator.url, coordinator.token, String(flags.fleetRate), String(flags.fleetSeconds), idsFile], 4096)
+  const load = node('bench/lib/api-load.ts', [coordinator.url, coordinator.token, String(flags.fleetRate), String(flags.fleetSeconds), idsFile, String(API_WARMUP_SECONDS)], 4096)
   const loadLine = await new Promise<string>((resolve, reject) => {
     let out = ''
     load.stdout?.on('data', (d: Buffer) => { out += d.toString() })
@@ -110,7 +112,14 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
   const peakSinceStartMb = (sinceStart?.peakBytes ?? 0) / MB
   const duringLoadPeakMb = sample.peakRssBytes / MB
   const cpuPercent = 100 * sample.cpuSelf / sample.seconds
-  const met = n >= 10_000 ? peakSinceStartMb <= 1024 && p99 < 50 && ok === l.sent && flags.fleetRate >= 200 && connected === n : null
+  const missed = [
+    ...(peakSinceStartMb <= 1024 ? [] : [`coordinator RSS ${peakSinceStartMb.toFixed(0)} MB > 1024`]),
+    ...(p99 < 50 ? [] : [`API p99 ${p99.toFixed(1)} ms >= 50`]),
+    ...(ok === l.sent ? [] : [`${l.sent - ok} API requests failed`]),
+    ...(connected === n ? [] : [`${n - connected} agents not connected`]),
+  ]
+  // Below 10,000 agents or 200 req/s the target is not what was tested: a pass says nothing, a miss does.
+  const met = missed.length > 0 ? false : n >= 10_000 && flags.fleetRate >= 200 ? true : null
   const atTarget = n >= 10_000 ? '' : ` (target is stated for 10,000 agents: --agents 10000)`
   return {
     id: 'fleet',
@@ -121,12 +130,14 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
     peakRssMb: peakSinceStartMb,
     cpuSeconds: sample.cpuSelf,
     target: '10,000 agents: <= 1 GB RSS, API p99 < 50 ms at 200 req/s',
-    met: met === null ? (peakSinceStartMb <= 1024 && p99 < 50 && ok === l.sent && connected === n ? null : false) : met,
+    met,
+    missed,
+    summary: `${connected}/${n} connected; API p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms; CPU ${cpuPercent.toFixed(0)}% of a core`,
     verdict: `${connected}/${n} connected; API p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, ${ok}/${l.sent} OK; coordinator RSS peak ${peakSinceStartMb.toFixed(0)} MB, ${(sample.lastRssBytes / MB).toFixed(0)} MB under load; CPU ${cpuPercent.toFixed(0)}% of a core under load${atTarget}`,
     notes: [
       `Store: ${flags.fleetStore === 'postgresql' ? 'PostgreSQL on this machine (its memory and CPU are not in the coordinator figures)' : 'embedded PGlite (inside the coordinator process)'}. Heartbeat interval ${flags.fleetHeartbeatMs} ms; simulated agents send hello + heartbeats and answer pings (ws does), in ${groups.length} process(es).`,
       `Enrollment of ${n} agents through the API took ${enrollSeconds.toFixed(1)} s; connecting them ${connectSeconds.toFixed(1)} s.`,
-      'Latency is measured from each request\'s scheduled start (open loop), over GET /servers?limit=50, /servers/:id, /plans, /backups?limit=20, /destinations in turn.',
+      `Latency is measured from each request's scheduled start (open loop; the first ${API_WARMUP_SECONDS} s at the same rate are not counted), over GET /servers?limit=50, /servers/:id, /plans, /backups?limit=20, /destinations in turn.`,
       'Peak RSS is VmHWM of the coordinator since it started (enrollment and connection included); CPU seconds are those of the load window.',
     ],
     extra: {

@@ -35,6 +35,12 @@ export async function idle (flags: Flags, dir: string): Promise<ScenarioResult> 
     cpuSeconds: cpu,
     target: '<= 60 MB RSS, < 1% of a core',
     met: peakMb <= 60 && percent < 1 && online === 'online',
+    missed: [
+      ...(peakMb <= 60 ? [] : [`RSS ${peakMb.toFixed(0)} MB > 60`]),
+      ...(percent < 1 ? [] : [`CPU ${percent.toFixed(2)}% >= 1%`]),
+      ...(online === 'online' ? [] : [`server ${String(online)}`]),
+    ],
+    summary: `RSS ${(s.lastRssBytes / MB).toFixed(0)} MB (peak ${peakMb.toFixed(0)}); CPU ${percent.toFixed(2)}% of a core over ${s.seconds.toFixed(0)} s`,
     verdict: `RSS ${(s.lastRssBytes / MB).toFixed(0)} MB (peak ${peakMb.toFixed(0)} MB over ${s.seconds.toFixed(0)} s; ${(startupPeak / MB).toFixed(0)} MB peak at start-up), CPU ${percent.toFixed(2)}% of a core, server ${online}`,
     notes: ['Peak RSS is VmHWM reset at the start of the window; the start-up peak (tool detection, first connect) is reported apart.'],
     extra: { seconds: s.seconds, rssMb: s.lastRssBytes / MB, peakRssMb: peakMb, startupPeakRssMb: startupPeak / MB, cpuSeconds: cpu, cpuPercentOfOneCore: percent, serverStatus: online },
