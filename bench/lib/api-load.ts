@@ -27,16 +27,16 @@ const paths = [
   () => '/api/v1/destinations',
 ]
 
-interface Sample { path: number, ms: number, status: number }
+interface Sample { path: number, ms: number, status: number, at: number }
 const samples: Sample[] = []
 
 function request (p: number, scheduled: number, counted: boolean): Promise<void> {
   return new Promise((resolve) => {
     const req = http.request({ host: target.hostname, port: target.port, path: (paths[p] as () => string)(), agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
       res.resume()
-      res.on('end', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: res.statusCode ?? 0 }); resolve() })
+      res.on('end', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: res.statusCode ?? 0, at: scheduled }); resolve() })
     })
-    req.on('error', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: 0 }); resolve() })
+    req.on('error', () => { if (counted) samples.push({ path: p, ms: performance.now() - scheduled, status: 0, at: scheduled }); resolve() })
     req.end()
   })
 }
@@ -57,4 +57,16 @@ for (let i = 0; i < skipped + total; i++) {
 await Promise.all(inflight)
 const elapsed = (performance.now() - (counting || t0)) / 1000
 agent.destroy()
-process.stdout.write(JSON.stringify({ sent: total, elapsed, latenciesMs: samples.map((s) => Math.round(s.ms * 100) / 100), statuses: samples.map((s) => s.status) }) + '\n')
+const names = ['GET /servers?limit=50', 'GET /servers/:id', 'GET /plans', 'GET /backups?limit=20', 'GET /destinations']
+const p99 = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.max(0, Math.ceil(0.99 * v.length) - 1)] ?? NaN
+const perPath = Object.fromEntries(names.map((n, i) => [n, Math.round(p99(samples.filter((x) => x.path === i).map((x) => x.ms)) * 10) / 10]))
+// The slowest requests with when they were due (seconds into the counted window): spread or clustered?
+const slowest = [...samples].sort((a, b) => b.ms - a.ms).slice(0, 15).map((x) => ({ atSeconds: Math.round((x.at - (counting || t0)) / 10) / 100, ms: Math.round(x.ms), path: names[x.path] }))
+// Requests over 50 ms per second of the counted window: periodic stalls show as regularly spaced seconds.
+const over50BySecond: Record<string, number> = {}
+for (const x of samples) {
+  if (x.ms <= 50) continue
+  const sec = String(Math.floor((x.at - (counting || t0)) / 1000))
+  over50BySecond[sec] = (over50BySecond[sec] ?? 0) + 1
+}
+process.stdout.write(JSON.stringify({ sent: total, elapsed, over50BySecond, latenciesMs: samples.map((s) => Math.round(s.ms * 100) / 100), statuses: samples.map((s) => s.status), p99ByPathMs: perPath, slowest }) + '\n')

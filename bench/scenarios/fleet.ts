@@ -104,7 +104,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
   })
   const sample = await sampler.stop()
   const sinceStart = await memory(pid)
-  const l = JSON.parse(loadLine) as { sent: number, elapsed: number, latenciesMs: number[], statuses: number[] }
+  const l = JSON.parse(loadLine) as { sent: number, elapsed: number, latenciesMs: number[], statuses: number[], p99ByPathMs: Record<string, number>, slowest: unknown[], over50BySecond: Record<string, number> }
   const ok = l.statuses.filter((s) => s === 200).length
   const p50 = percentile(l.latenciesMs, 50)
   const p99 = percentile(l.latenciesMs, 99)
@@ -144,7 +144,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
       agents: n, connected, sessionsAfterLoad: stillOpen, enrollSeconds, connectSeconds,
       requests: l.sent, ok, elapsedSeconds: l.elapsed, p50Ms: p50, p90Ms: percentile(l.latenciesMs, 90), p99Ms: p99, maxMs: Math.max(...l.latenciesMs),
       coordinatorPeakRssSinceStartMb: peakSinceStartMb, coordinatorPeakRssDuringLoadMb: duringLoadPeakMb, coordinatorRssUnderLoadMb: sample.lastRssBytes / MB,
-      coordinatorCpuPercentOfOneCore: cpuPercent, socketStats: groups.map((g) => g.last),
+      coordinatorCpuPercentOfOneCore: cpuPercent, p99ByPathMs: l.p99ByPathMs, slowestRequests: l.slowest, requestsOver50MsBySecond: l.over50BySecond, socketStats: groups.map((g) => g.last),
     },
   }
 }
