@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { cleanupAll, cleanupOnSignals, onCleanup } from './lib/cleanup.ts'
+import { cleanupAll, cleanupMark, cleanupOnSignals, cleanupTo, onCleanup } from './lib/cleanup.ts'
 import { parseFlags, USAGE, type Flags, type ScenarioId } from './lib/flags.ts'
 import { markdownTable } from './lib/table.ts'
 import type { ScenarioResult } from './lib/result.ts'
@@ -48,6 +48,8 @@ async function main (flags: Flags): Promise<void> {
   onCleanup(`remove ${tmp}`, async () => { await rm(tmp, { recursive: true, force: true }) })
   const results: ScenarioResult[] = []
   const wants = (id: ScenarioId): boolean => flags.only.includes(id)
+  // Each scenario group's processes, databases and files go when the group ends; the temp root at the very end.
+  const base = cleanupMark()
   const host = machine(tmp)
   process.stderr.write(`machine: ${JSON.stringify(host)}\nscenarios: ${flags.only.join(', ')}\n`)
 
@@ -78,20 +80,20 @@ async function main (flags: Flags): Promise<void> {
       if (wants('files')) {
         try { results.push(await filesBackup(env, flags)) } catch (err) { results.push(failed('files', err)) }
       }
-      await cleanupAll()
+      await cleanupTo(base)
     }
   }
   if (wants('fleet')) {
     try { results.push(await fleet(flags, path.join(tmp, 'fleet'))) } catch (err) { results.push(failed('fleet', err)) }
-    await cleanupAll()
+    await cleanupTo(base)
   }
   if (wants('burst')) {
     try { results.push(await burst(flags)) } catch (err) { results.push(failed('burst', err)) }
-    await cleanupAll()
+    await cleanupTo(base)
   }
   if (wants('idle')) {
     try { results.push(await idle(flags, path.join(tmp, 'idle'))) } catch (err) { results.push(failed('idle', err)) }
-    await cleanupAll()
+    await cleanupTo(base)
   }
 
   const order = ['pg', 'mysql', 'files', 'restore', 'fleet', 'burst', 'idle']

@@ -27,6 +27,15 @@ async function runStep (step: { what: string, undo: Undo }): Promise<void> {
   }
 }
 
+/** A point in the undo stack: `cleanupTo(mark)` undoes only what was registered after it. */
+export function cleanupMark (): number {
+  return steps.length
+}
+
+export async function cleanupTo (mark: number): Promise<void> {
+  while (steps.length > mark) await runStep(steps.pop() as { what: string, undo: Undo })
+}
+
 export async function cleanupAll (): Promise<void> {
   running ??= (async () => {
     while (steps.length > 0) await runStep(steps.pop() as { what: string, undo: Undo })

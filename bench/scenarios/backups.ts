@@ -13,6 +13,7 @@ import { generateFileTree, generateMariadb, generatePostgres, benchName, psql, M
 import { comparisons, interleave, terminal, verifyGzip, type Interleaved, type OursSpec } from '../lib/backup-runner.ts'
 import { stats, MB } from '../lib/stats.ts'
 import type { ScenarioResult } from '../lib/result.ts'
+import { onCleanup } from '../lib/cleanup.ts'
 
 export interface BackupEnv {
   s3: S3Emulator
@@ -203,7 +204,6 @@ export async function pgRestore (env: BackupEnv, flags: Flags, from: PgBackupOut
   const byHand = benchName('restore_hand')
   const ours = benchName('restore_ours')
   const drop = async (db: string): Promise<void> => { await psql('postgres', `drop database if exists ${db} with (force)`) }
-  const { onCleanup } = await import('../lib/cleanup.ts')
   onCleanup('restore databases', async () => { await drop(byHand); await drop(ours) })
   const r = await interleave({
     agent: env.agent, reps: flags.reps, warmup: flags.warmup, outFile: path.join(env.tmp, 'unused'),
