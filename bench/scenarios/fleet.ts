@@ -3,7 +3,7 @@
  * coordinator's interval) while an open-loop load generator calls the API. Reports the coordinator's RSS (peak
  * since start and during the load), its CPU during the load, and API latency p50/p99.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { writeFile, mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -24,6 +24,12 @@ function step (line: string): void {
   process.stderr.write(`${line}\n`)
 }
 
+/** The hard limit of open files: prlimit can raise the soft limit up to it (raising it needs CAP_SYS_RESOURCE). */
+function hardNofile (): number {
+  const out = spawnSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim()
+  return out === 'unlimited' ? 1_048_576 : Number(out) || 1024
+}
+
 function node (script: string, args: string[], nofile: number): ChildProcess {
   const env = { ...process.env }
   delete env.NODE_OPTIONS
@@ -35,12 +41,15 @@ function node (script: string, args: string[], nofile: number): ChildProcess {
 export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult> {
   const n = flags.agents
   await mkdir(dir, { recursive: true })
+  const hard = hardNofile()
+  const coordinatorFiles = Math.min(n + 4096, hard)
+  if (n + 256 > hard) step(`[fleet] warning: open files are limited to ${hard} per process here; the coordinator cannot hold ${n} sockets plus its own files`)
   const databaseUrl = flags.fleetStore === 'postgresql' ? `postgres://${PG.username}@${PG.host}:${PG.port}/${await pgDatabase(benchName('fleet'))}` : undefined
   const coordinator = await startCoordinator({
     dataDir: path.join(dir, 'coordinator'),
     ...(databaseUrl === undefined ? {} : { databaseUrl }),
     env: { CLOUDPILOT_HEARTBEAT_INTERVAL_MS: String(flags.fleetHeartbeatMs) },
-    maxOpenFiles: n + 4096,
+    maxOpenFiles: coordinatorFiles,
   })
   const pid = coordinator.proc.pid as number
 
@@ -70,7 +79,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
   const groups: Array<{ proc: ChildProcess, ready: Promise<number>, last: Record<string, unknown> }> = []
   for (let from = 0; from < n; from += PER_PROCESS) {
     const to = Math.min(n, from + PER_PROCESS)
-    const proc = node('bench/lib/fleet-sockets.ts', [coordinator.url, credFile, String(from), String(to)], to - from + 1024)
+    const proc = node('bench/lib/fleet-sockets.ts', [coordinator.url, credFile, String(from), String(to)], Math.min(to - from + 1024, hard))
     const group = { proc, ready: Promise.resolve(0), last: {} as Record<string, unknown> }
     group.ready = new Promise<number>((resolve, reject) => {
       const rl = createInterface({ input: proc.stdout as NodeJS.ReadableStream })
@@ -96,7 +105,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
 
   step(`[fleet] API load: ${flags.fleetRate} req/s for ${flags.fleetSeconds} s`)
   const sampler = await startSampler(pid, { children: false, everyMs: 250 })
-  const load = node('bench/lib/api-load.ts', [coordinator.url, coordinator.token, String(flags.fleetRate), String(flags.fleetSeconds), idsFile, String(API_WARMUP_SECONDS)], 4096)
+  const load = node('bench/lib/api-load.ts', [coordinator.url, coordinator.token, String(flags.fleetRate), String(flags.fleetSeconds), idsFile, String(API_WARMUP_SECONDS)], Math.min(4096, hard))
   const loadLine = await new Promise<string>((resolve, reject) => {
     let out = ''
     load.stdout?.on('data', (d: Buffer) => { out += d.toString() })
@@ -136,6 +145,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
     verdict: `${connected}/${n} connected; API p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, ${ok}/${l.sent} OK; coordinator RSS peak ${peakSinceStartMb.toFixed(0)} MB, ${(sample.lastRssBytes / MB).toFixed(0)} MB under load; CPU ${cpuPercent.toFixed(0)}% of a core under load${atTarget}`,
     notes: [
       `Store: ${flags.fleetStore === 'postgresql' ? 'PostgreSQL on this machine (its memory and CPU are not in the coordinator figures)' : 'embedded PGlite (inside the coordinator process)'}. Heartbeat interval ${flags.fleetHeartbeatMs} ms; simulated agents send hello + heartbeats and answer pings (ws does), in ${groups.length} process(es).`,
+      `Open files per process: coordinator ${coordinatorFiles} (hard limit ${hard}).`,
       `Enrollment of ${n} agents through the API took ${enrollSeconds.toFixed(1)} s; connecting them ${connectSeconds.toFixed(1)} s.`,
       `Latency is measured from each request's scheduled start (open loop; the first ${API_WARMUP_SECONDS} s at the same rate are not counted), over GET /servers?limit=50, /servers/:id, /plans, /backups?limit=20, /destinations in turn.`,
       'Peak RSS is VmHWM of the coordinator since it started (enrollment and connection included); CPU seconds are those of the load window.',
