@@ -5,8 +5,10 @@
  *
  *   npx node agent/scripts/profile-idle.ts [seconds] [heartbeatMs=15000]
  *
- * AGENT_NODE_OPTIONS is passed to the agent as NODE_OPTIONS (to try V8 flags).
+ * AGENT_NODE_OPTIONS is passed to the agent as NODE_OPTIONS (to try V8 flags); AGENT_ENTRY runs another entry
+ * point than agent/src/bin/cloudpilot-agent.ts for `run` (e.g. the same code compiled to JavaScript).
  */
+import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { startAgent, startCoordinator, waitOnline } from '../../coordinator/test/helpers/processes.ts'
 
@@ -28,9 +30,15 @@ try {
   const coordinator = await startCoordinator(t as never, { heartbeatIntervalMs: heartbeatMs })
   const env: Record<string, string> = { LOG_LEVEL: 'info' }
   if (process.env.AGENT_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.AGENT_NODE_OPTIONS
-  const agent = await startAgent(t as never, coordinator, { env })
+  const entry = process.env.AGENT_ENTRY
+  const agent = await startAgent(t as never, coordinator, { env, start: entry === undefined })
+  let pid = agent.proc?.pid ?? 0
+  if (entry !== undefined) {
+    const child = spawn(process.execPath, [entry, 'run', '--config', agent.configPath], { env: { ...process.env, CLOUDPILOT_ALLOW_ROOT: '1', ...env }, stdio: 'ignore' })
+    t.teardown(() => { child.kill('SIGKILL') })
+    pid = child.pid ?? 0
+  }
   await waitOnline(coordinator, agent.serverId)
-  const pid = agent.proc.pid ?? 0
   await new Promise((resolve) => setTimeout(resolve, 2000))
   const first = await proc(pid)
   const started = performance.now()
