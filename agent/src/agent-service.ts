@@ -12,8 +12,13 @@ import { CoordinatorConnection } from './coordinator-connection.ts'
 import { JobRunner } from './job-runner.ts'
 import { writeStatus } from './agent-status-file.ts'
 import { detectTools } from './sources/tool-detect.ts'
-import { runBackup } from './backup/run-backup.ts'
-import { runRestore } from './restore/run-restore.ts'
+import type { RunBackup } from './backup/backup-context.ts'
+import type { RunRestore } from './restore/restore-context.ts'
+
+// The backup and restore machinery (tar-stream, picomatch, dump sources, pipeline) is loaded by the first job
+// that needs it, not at start-up: an idle agent stays small.
+const runBackup: RunBackup = async (job, ctx) => await (await import('./backup/run-backup.ts')).runBackup(job, ctx)
+const runRestore: RunRestore = async (job, ctx) => await (await import('./restore/run-restore.ts')).runRestore(job, ctx)
 
 export interface AgentService {
   /** Resolves when the agent stopped: 0 after a clean stop, 78 after a fatal rejection (enroll again). */

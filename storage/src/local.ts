@@ -86,7 +86,8 @@ export class LocalDriver implements StorageDriver {
       if (range.end !== undefined) streamOptions.end = range.end
     }
     if (options.signal !== undefined) streamOptions.signal = options.signal
-    return createReadStream('', { ...streamOptions, fd: handle, autoClose: true })
+    // 1 MiB reads: a restore reads the whole archive (twice when it is verified in place).
+    return createReadStream('', { ...streamOptions, fd: handle, autoClose: true, highWaterMark: 1024 * 1024 })
   }
 
   async stat (key: string, options: CallOptions = {}): Promise<ObjectInfo | null> {

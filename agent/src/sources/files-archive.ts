@@ -8,6 +8,9 @@ import tar, { type Header, type Pack } from 'tar-stream'
 import { CloudPilotError, type FilesSource } from '@cloudpilot/protocol'
 import { isAbortError } from '@cloudpilot/storage'
 import type { ArchiveSource, SourceOptions } from './archive-source.ts'
+import { FilesTarReader, devMajor, devMinor, entryName, fsError } from './files-tar-reader.ts'
+
+export { entryName }
 
 /** Files up to this size are read with one read() and added as one buffer; larger ones are streamed. */
 const SMALL_FILE_BYTES = 1024 * 1024
@@ -32,11 +35,6 @@ const MAX_USTAR_MTIME = 2 ** 31 - 1
 export function normalisePaths (paths: readonly string[]): string[] {
   const resolved = [...new Set(paths.map((p) => path.resolve(p)))].sort()
   return resolved.filter((p) => !resolved.some((q) => q !== p && (q === '/' || p.startsWith(q + '/'))))
-}
-
-/** Tar entry name of an absolute path: the leading `/` stripped, as `tar czf x.tar.gz /var/www` does. */
-export function entryName (absolutePath: string): string {
-  return absolutePath.replace(/^\/+/, '')
 }
 
 /**
@@ -75,17 +73,20 @@ export async function checkFilesSource (source: FilesSource): Promise<void> {
  */
 export async function openFilesArchive (source: FilesSource, options: SourceOptions): Promise<ArchiveSource> {
   await checkFilesSource(source)
-  const pack = tar.pack()
-  const walker = createFilesWalker(pack, source, options)
-  const roots = normalisePaths(source.paths)
-  const walking = (async () => {
-    const entries = await walker.walk()
-    if (entries === 0) {
-      throw new CloudPilotError('SOURCE_NOT_FOUND', `Nothing to archive: every path of ${roots.join(', ')} is excluded.`, { hint: 'Fix the plan\'s paths or exclude globs; an empty archive is never reported as a good backup.' })
-    }
-    pack.finalize()
-  })()
-  return packReadable(pack, walking, () => { walker.stop() })
+  const reader = new FilesTarReader({
+    roots: normalisePaths(source.paths),
+    excluded: excludeMatcher(source.exclude ?? []),
+    signal: options.signal,
+    warn: (message, p) => { options.log?.warn({ path: p }, message) },
+  })
+  return {
+    readable: reader,
+    tools: {},
+    dispose: async () => {
+      reader.stop()
+      if (!reader.destroyed) reader.destroy()
+    },
+  }
 }
 
 /** Adds the entries of a files source to a tar pack that someone else finalizes. */
@@ -401,15 +402,6 @@ function baseHeader (name: string, st: Stats): { name: string, mode: number, uid
   return header
 }
 
-/** Linux dev_t encoding (glibc gnu_dev_major/minor). */
-function devMajor (rdev: number): number {
-  return ((Math.floor(rdev / 0x100) & 0xfff) | (Math.floor(rdev / 0x100000000) & ~0xfff)) >>> 0
-}
-
-function devMinor (rdev: number): number {
-  return ((rdev & 0xff) | (Math.floor(rdev / 0x1000) & ~0xff)) >>> 0
-}
-
 async function drainOrClose (stream: ReturnType<Pack['entry']>): Promise<void> {
   if (stream.destroyed) return
   const ac = new AbortController()
@@ -418,14 +410,4 @@ async function drainOrClose (stream: ReturnType<Pack['entry']>): Promise<void> {
   } finally {
     ac.abort()
   }
-}
-
-/** Maps a file-system error of the walk to the registry, naming the path. */
-function fsError (err: unknown, p: string): Error {
-  if (err instanceof CloudPilotError || isAbortError(err)) return err as Error
-  const code = (err as NodeJS.ErrnoException).code
-  if (code === 'ENOENT' || code === 'ENOTDIR') return new CloudPilotError('SOURCE_NOT_FOUND', `The path ${p} does not exist on the server.`, { cause: err, hint: 'Fix the plan\'s paths (absolute paths on the backed-up server), or create the path.' })
-  if (code === 'EACCES' || code === 'EPERM') return new CloudPilotError('PERMISSION_DENIED', `The agent may not read ${p}.`, { cause: err })
-  const message = err instanceof Error ? err.message : String(err)
-  return new CloudPilotError('DUMP_FAILED', `Archiving ${p} failed: ${message}`, { cause: err })
 }

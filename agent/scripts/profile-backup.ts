@@ -1,0 +1,64 @@
+/**
+ * Runs one backup in this process, the way the agent runs it, and prints wall time and peak RSS: for profiling
+ * (`npx node --cpu-prof agent/scripts/profile-backup.ts ...`) and for comparing with the shell pipeline.
+ *
+ *   npx node agent/scripts/profile-backup.ts files <path> <destDir> [--no-pigz] [--keep-local]
+ *   npx node agent/scripts/profile-backup.ts postgresql <database> <destDir> [--no-pigz]
+ *   npx node agent/scripts/profile-backup.ts mysql <database> <destDir> [--no-pigz]
+ *
+ * Databases are reached as postgres@127.0.0.1:5432 / root@127.0.0.1:3306 (the project's test machines).
+ */
+import { randomUUID } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import pino from 'pino'
+import { archiveExtension, backupObjectKey, type BackupJob } from '@cloudpilot/protocol'
+import { openDestination } from '@cloudpilot/storage'
+import { createRunBackup } from '../src/backup/run-backup.ts'
+
+const [kind, target, destDir] = process.argv.slice(2)
+const flags = new Set(process.argv.slice(5))
+if (kind === undefined || target === undefined || destDir === undefined) {
+  console.error('usage: profile-backup.ts files|postgresql|mysql <path|database> <destDir> [--no-pigz] [--keep-local]')
+  process.exit(2)
+}
+const type = kind === 'files' ? 'files' : 'database'
+const source: BackupJob['source'] = kind === 'files'
+  ? { paths: [target], exclude: [] }
+  : kind === 'postgresql'
+    ? { engine: 'postgresql', host: '127.0.0.1', port: 5432, username: 'postgres', databases: [target] }
+    : { engine: 'mysql', host: '127.0.0.1', port: 3306, username: 'root', databases: [target] }
+const jobId = randomUUID()
+const serverId = randomUUID()
+const planId = randomUUID()
+const createdAt = new Date()
+const job: BackupJob = {
+  kind: 'backup', jobId, planId, serverId, type, source, compression: 'gzip', encryption: null,
+  keepLocal: flags.has('--keep-local'),
+  destination: { id: randomUUID(), type: 'local', config: { path: destDir }, credentials: {} },
+  objectKey: backupObjectKey({ serverId, planId, backupId: jobId, createdAt, extension: archiveExtension(type, 'gzip', false) }),
+  timeoutSeconds: 3600, createdAt: createdAt.toISOString(),
+}
+const spool = await mkdtemp(path.join(tmpdir(), 'cp-profile-spool-'))
+const started = performance.now()
+const sampler = process.env.MEM_TRACE === undefined ? null : setInterval(() => {
+  const m = process.memoryUsage()
+  const mb = (n: number): number => Math.round(n / 1048576)
+  console.error(`t=${((performance.now() - started) / 1000).toFixed(1)} rss=${mb(m.rss)} heapTotal=${mb(m.heapTotal)} heapUsed=${mb(m.heapUsed)} external=${mb(m.external)} arrayBuffers=${mb(m.arrayBuffers)}`)
+}, 500)
+try {
+  const result = await createRunBackup({ pigz: !flags.has('--no-pigz') })(job, {
+    signal: new AbortController().signal,
+    log: pino({ level: process.env.LOG_LEVEL ?? 'silent' }),
+    spoolDir: spool,
+    onProgress () {},
+    onOffsiteStatus () {},
+    openDestination: async (d) => await openDestination(d),
+  })
+  const seconds = (performance.now() - started) / 1000
+  console.log(JSON.stringify({ seconds: Number(seconds.toFixed(3)), maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024), sizeBytes: result.sizeBytes, rawBytes: result.manifest.rawBytes, file: path.join(destDir, job.objectKey) }))
+} finally {
+  if (sampler !== null) clearInterval(sampler)
+  await rm(spool, { recursive: true, force: true })
+}
