@@ -6,6 +6,7 @@ import { startCoordinator, tempDir, waitOnline } from '../coordinator/test/helpe
 import { waitFor } from '../coordinator/test/helpers/wait-for.ts'
 import { buildAgentPackage, packageFileName, sha256File } from '../deploy/src/agent-package.ts'
 import { runCommand } from '../deploy/test/helpers/fresh-root.ts'
+import { PRODUCT_VERSION } from '@cloudpilot/protocol'
 import { freshRoot, prerequisites } from '../deploy/test/helpers/fresh-root.ts'
 import { createPlan, watchBackup } from './helpers.ts'
 
@@ -29,9 +30,9 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   }
   t.teardown(() => { t.comment(`timings (ms): ${JSON.stringify(timings)}`) })
 
+  // Empty: the coordinator builds its package (both architectures) on the first request, as in production.
   const packages = await tempDir(t, 'cp-agent-packages')
-  const v1 = `0.1.0-e2e.${process.pid}.1`
-  await time('build v1', async () => await buildAgentPackage({ outDir: packages, version: v1, arches: [arch] }))
+  const v1 = PRODUCT_VERSION
   const root = await time('root', async () => await freshRoot(t, (line) => t.comment(line)))
   t.comment(`root from ${root.source} in ${root.ms} ms`)
   t.notOk(await root.exec('command -v node').then((r) => r.code === 0), 'the fresh root has no Node.js')
@@ -57,7 +58,7 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   t.equal((await root.exec('getent passwd cloudpilot')).code, 2, 'dry run created no user')
 
   // --- install ---------------------------------------------------------------------------------------------------
-  const install = await time('install', async () => await line(`--token ${token.token} --grant-read /srv/site --grant-write /srv/backups`))
+  const install = await time('install (and the on-demand package build)', async () => await line(`--token ${token.token} --grant-read /srv/site --grant-write /srv/backups`))
   t.equal(install.code, 0, `install: ${install.stdout}\n${install.stderr}`)
   const serverId = /server id: ([0-9a-f-]{36})/.exec(install.stdout)?.[1]
   t.ok(serverId, 'prints the server id')
@@ -87,6 +88,14 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   const cmdlines = await Promise.all(agentProcs.map(async (pid) => await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')))
   t.notOk(cmdlines.some((c) => c.includes(token.token)), 'the token is in no process argv')
 
+  const manifest = JSON.parse(await readFile(path.join(packages, 'manifest.json'), 'utf8'))
+  t.same(Object.keys(manifest.files).sort(), ['arm64', 'x64'], 'the coordinator built both architectures')
+  for (const [a, machine] of [['x64', 0x3e], ['arm64', 0xb7]] as const) {
+    // ELF e_machine (offset 18): x86-64 0x3e, AArch64 0xb7.
+    const head = await runCommand('sh', ['-c', `tar -xzOf ${path.join(packages, manifest.files[a].name)} ./bin/node | head -c 20 | od -An -tu1`])
+    const bytes = head.stdout.trim().split(/\s+/).map(Number)
+    t.same([bytes.slice(0, 4), bytes[18]], [[0x7f, 0x45, 0x4c, 0x46], machine], `the ${a} package brings a Node for ${a}`)
+  }
   const server = await waitOnline(coordinator, serverId as string)
   t.equal(server.agentVersion, v1)
   t.equal(server.arch, arch)
