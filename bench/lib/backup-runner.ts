@@ -114,6 +114,8 @@ export function comparisons (r: Interleaved): Comparison[] {
       baseline: baseline.label,
       baselineSeconds: s,
       ratio: ours.median / s.median,
+      pairedRatio: stats(runs.map((x, i) => (r.ours[i]?.seconds ?? NaN) / x.seconds)).median,
+      minRatio: ours.min / s.min,
       baselinePeakRssMb: Math.max(...runs.map((x) => x.peakRssBytes)) / MB,
       baselineCpuSeconds: stats(runs.map((x) => x.cpuSeconds)).median,
       baselineOutputBytes: runs.at(-1)?.outputBytes ?? 0,

@@ -4,8 +4,12 @@ import type { Stats } from './stats.ts'
 export interface Comparison {
   baseline: string
   baselineSeconds: Stats
-  /** ours median / baseline median. */
+  /** ours median / baseline median (what the target is judged on). */
   ratio: number
+  /** Median over the rounds of ours_i / baseline_i, each pair run back to back: less sensitive to slow phases of the machine. */
+  pairedRatio: number
+  /** ours min / baseline min: the two at their best. */
+  minRatio: number
   baselinePeakRssMb: number
   baselineCpuSeconds: number
   baselineOutputBytes?: number

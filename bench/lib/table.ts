@@ -12,7 +12,7 @@ function metText (r: ScenarioResult): string {
 }
 
 export function markdownTable (results: ScenarioResult[]): string {
-  const rows: string[][] = [['Scenario', 'Ours: median (min–max)', 'Baseline: median (min–max)', 'Ratio', 'Peak RSS MB', 'CPU s', 'Target', 'Result']]
+  const rows: string[][] = [['Scenario', 'Ours: median (min–max)', 'Baseline: median (min–max)', 'Ratio of medians (paired; best)', 'Peak RSS MB', 'CPU s', 'Target', 'Result']]
   for (const r of results) {
     const rss = r.peakRssMb === null ? '–' : r.peakRssMb.toFixed(0)
     const cpu = r.cpuSeconds === null ? '–' : r.cpuSeconds.toFixed(1)
@@ -25,7 +25,7 @@ export function markdownTable (results: ScenarioResult[]): string {
         i === 0 ? r.label : `${r.label} (reference)`,
         r.seconds === null ? '–' : secs(r.seconds),
         `${c.baseline}: ${secs(c.baselineSeconds)}`,
-        `${c.ratio.toFixed(2)}x`,
+        `${c.ratio.toFixed(2)}x (${c.pairedRatio.toFixed(2)}x; ${c.minRatio.toFixed(2)}x)`,
         i === 0 ? rss : '',
         i === 0 ? `${cpu} vs ${c.baselineCpuSeconds.toFixed(1)}` : `vs ${c.baselineCpuSeconds.toFixed(1)}`,
         i === 0 ? r.target : 'information',
