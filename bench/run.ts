@@ -56,7 +56,7 @@ async function main (flags: Flags): Promise<void> {
   if (wants('pg') || wants('mysql') || wants('files') || wants('restore')) {
     let env: BackupEnv | null = null
     try {
-      env = await startBackupEnv(path.join(tmp, 'backups'))
+      env = await startBackupEnv(path.join(tmp, 'backups'), flags.agentBin)
     } catch (err) {
       for (const id of (['pg', 'mysql', 'files', 'restore'] as const).filter(wants)) results.push(failed(id, err))
     }

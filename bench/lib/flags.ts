@@ -21,6 +21,8 @@ export interface Flags {
   burstPlans: number
   idleSeconds: number
   out: string
+  /** The agent to measure; null: the repository's sources. */
+  agentBin: string | null
 }
 
 export const USAGE = `npm run bench -- [flags]
@@ -40,6 +42,8 @@ export const USAGE = `npm run bench -- [flags]
   --burst-plans N        plans due in the same slot (default 10000)
   --idle-seconds N       how long the idle agent is watched (default 60)
   --out FILE             results file (default bench/results.json)
+  --agent-bin FILE       the agent to measure (default: node agent/src/bin/cloudpilot-agent.ts; a .js/.ts file
+                         runs with this Node, anything else is executed, e.g. a packaged agent)
   --help`
 
 export function parseFlags (argv: string[]): Flags | null {
@@ -62,6 +66,7 @@ export function parseFlags (argv: string[]): Flags | null {
       'burst-plans': { type: 'string' },
       'idle-seconds': { type: 'string' },
       out: { type: 'string' },
+      'agent-bin': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -94,5 +99,6 @@ export function parseFlags (argv: string[]): Flags | null {
     burstPlans: num('burst-plans', values['burst-plans'], 10_000, 1),
     idleSeconds: num('idle-seconds', values['idle-seconds'], 60, 1),
     out: values.out ?? 'bench/results.json',
+    agentBin: values['agent-bin'] ?? null,
   }
 }

@@ -138,8 +138,18 @@ export interface Agent {
   stop (): Promise<void>
 }
 
-async function runCli (args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const proc = spawn(process.execPath, [AGENT_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * How to start the agent: by default the repository's sources (`node agent/src/bin/cloudpilot-agent.ts`); a
+ * `.js`/`.mjs`/`.ts` file runs with this Node, anything else is executed as it is (e.g. a packaged agent).
+ */
+export function agentCommand (bin: string | null): { file: string, args: string[] } {
+  if (bin === null) return { file: process.execPath, args: [AGENT_BIN] }
+  const resolved = path.resolve(bin)
+  return /\.(m?js|ts)$/.test(resolved) ? { file: process.execPath, args: [resolved] } : { file: resolved, args: [] }
+}
+
+async function runCli (command: { file: string, args: string[] }, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const proc = spawn(command.file, [...command.args, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   proc.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
@@ -149,7 +159,8 @@ async function runCli (args: string[], env: NodeJS.ProcessEnv): Promise<{ code: 
 }
 
 /** Enrolls a real agent with a fresh enrollment token and starts `cloudpilot-agent run`; waits until online. */
-export async function startAgent (coordinator: Coordinator, dir: string): Promise<Agent> {
+export async function startAgent (coordinator: Coordinator, dir: string, bin: string | null = null): Promise<Agent> {
+  const command = agentCommand(bin)
   await mkdir(dir, { recursive: true })
   const configPath = path.join(dir, 'agent.json')
   const stateDir = path.join(dir, 'state')
@@ -159,11 +170,11 @@ export async function startAgent (coordinator: Coordinator, dir: string): Promis
   delete env.NODE_OPTIONS
   const enrollment = await coordinator.api.post('/api/v1/enrollment-tokens', {})
   if (enrollment.status !== 201) throw new Error(`enrollment token: ${enrollment.status} ${JSON.stringify(enrollment.body)}`)
-  const enrolled = await runCli(['enroll', '--coordinator', coordinator.url, '--token', enrollment.body.token, '--config', configPath, '--state-dir', stateDir, '--spool-dir', spoolDir], env)
+  const enrolled = await runCli(command, ['enroll', '--coordinator', coordinator.url, '--token', enrollment.body.token, '--config', configPath, '--state-dir', stateDir, '--spool-dir', spoolDir], env)
   if (enrolled.code !== 0) throw new Error(`enroll failed (${enrolled.code}): ${enrolled.stderr}`)
   const serverId = (JSON.parse(enrolled.stdout) as { serverId: string }).serverId
   const out = createWriteStream(logFile, { flags: 'a' })
-  const proc = spawn(process.execPath, [AGENT_BIN, 'run', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(command.file, [...command.args, 'run', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   proc.stdout.pipe(out)
   proc.stderr.pipe(out)
   const stop = onCleanup('agent', async () => { await stopProcess(proc, 10_000) })

@@ -27,10 +27,10 @@ function step (line: string): void {
   process.stderr.write(`${line}\n`)
 }
 
-export async function startBackupEnv (tmp: string): Promise<BackupEnv> {
+export async function startBackupEnv (tmp: string, agentBin: string | null): Promise<BackupEnv> {
   const s3 = await startS3Emulator()
   const coordinator = await startCoordinator({ dataDir: path.join(tmp, 'coordinator') })
-  const agent = await startAgent(coordinator, path.join(tmp, 'agent'))
+  const agent = await startAgent(coordinator, path.join(tmp, 'agent'), agentBin)
   const r = await coordinator.api.post('/api/v1/destinations', {
     name: 'bench s3', type: 's3',
     config: { bucket: s3.bucket, region: s3.region, endpoint: s3.endpoint, forcePathStyle: true },

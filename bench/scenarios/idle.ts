@@ -12,7 +12,7 @@ import { MB } from '../lib/stats.ts'
 
 export async function idle (flags: Flags, dir: string): Promise<ScenarioResult> {
   const coordinator = await startCoordinator({ dataDir: path.join(dir, 'coordinator'), env: { CLOUDPILOT_HEARTBEAT_INTERVAL_MS: '15000' } })
-  const agent = await startAgent(coordinator, path.join(dir, 'agent'))
+  const agent = await startAgent(coordinator, path.join(dir, 'agent'), flags.agentBin)
   const pid = agent.proc.pid as number
   // Past start-up (tool detection, first heartbeat).
   await new Promise((resolve) => setTimeout(resolve, 5000))
@@ -42,7 +42,7 @@ export async function idle (flags: Flags, dir: string): Promise<ScenarioResult> 
     ],
     summary: `RSS ${(s.lastRssBytes / MB).toFixed(0)} MB (peak ${peakMb.toFixed(0)}); CPU ${percent.toFixed(2)}% of a core over ${s.seconds.toFixed(0)} s`,
     verdict: `RSS ${(s.lastRssBytes / MB).toFixed(0)} MB (peak ${peakMb.toFixed(0)} MB over ${s.seconds.toFixed(0)} s; ${(startupPeak / MB).toFixed(0)} MB peak at start-up), CPU ${percent.toFixed(2)}% of a core, server ${online}`,
-    notes: ['Peak RSS is VmHWM reset at the start of the window; the start-up peak (tool detection, first connect) is reported apart.'],
+    notes: [`Agent started as: ${flags.agentBin ?? 'node agent/src/bin/cloudpilot-agent.ts (repository sources, Node type stripping)'}.`, 'Peak RSS is VmHWM reset at the start of the window; the start-up peak (tool detection, first connect) is reported apart.'],
     extra: { seconds: s.seconds, rssMb: s.lastRssBytes / MB, peakRssMb: peakMb, startupPeakRssMb: startupPeak / MB, cpuSeconds: cpu, cpuPercentOfOneCore: percent, serverStatus: online },
   }
 }
