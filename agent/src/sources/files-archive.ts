@@ -69,7 +69,7 @@ export async function checkFilesSource (source: FilesSource): Promise<void> {
  * empty directories, FIFOs and devices; sockets are skipped. File contents are streamed with backpressure,
  * never read whole into memory. A path that is unreadable fails the archive with PERMISSION_DENIED naming it;
  * a source path that is missing fails with SOURCE_NOT_FOUND; a file that vanishes mid-walk is skipped with a
- * warning (as tar does).
+ * warning (as tar does). Read by FilesTarReader (direct system calls in short slices, see there).
  */
 export async function openFilesArchive (source: FilesSource, options: SourceOptions): Promise<ArchiveSource> {
   await checkFilesSource(source)
@@ -98,8 +98,9 @@ export interface FilesWalker {
 }
 
 /**
- * The walk of openFilesArchive, into a given pack (a `full` archive puts its database dumps in the same tar).
- * Call checkFilesSource first.
+ * The same walk into a given tar-stream pack, for a `full` archive (its database dumps go in the same tar): the
+ * entries and their order are those of FilesTarReader, through tar-stream and asynchronous file-system calls
+ * (slower per file; a files backup uses FilesTarReader). Call checkFilesSource first.
  */
 export function createFilesWalker (pack: Pack, source: FilesSource, options: SourceOptions): FilesWalker {
   const roots = normalisePaths(source.paths)
