@@ -394,6 +394,9 @@ uninstall() {
     return 0
   fi
   [ "$(id -u)" -eq 0 ] || die "run as root"
+  # Stop the agent before revoking: a running agent that sees its credential revoked exits 78, which would leave the
+  # unit failed (and the system degraded) behind.
+  stop_agent
   if [ -n "$server_id" ] && [ -x "$agent_home/current/bin/cloudpilot-agent" ]; then
     local out
     local ca_env=()
@@ -404,12 +407,14 @@ uninstall() {
       say "warning: could not revoke server $server_id ($out); delete it with DELETE /api/v1/servers/$server_id"
     fi
   fi
-  stop_agent
   if [ -f "$unit_file" ]; then
     if [ "$has_systemd" -eq 1 ]; then systemctl disable --now cloudpilot-agent.service >/dev/null 2>&1 || true; fi
     rm -f "$unit_file"
     rm -rf "$dropin_dir"
-    if [ "$has_systemd" -eq 1 ]; then systemctl daemon-reload; fi
+    if [ "$has_systemd" -eq 1 ]; then
+      systemctl daemon-reload
+      systemctl reset-failed cloudpilot-agent.service >/dev/null 2>&1 || true
+    fi
     say "removed the systemd unit"
   fi
   rm -f "$tmpfiles_file"

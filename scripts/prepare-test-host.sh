@@ -21,6 +21,8 @@ need_cmd tar tar
 need_cmd gzip gzip
 need_cmd shellcheck shellcheck
 need_cmd debootstrap debootstrap
+need_cmd systemd-nspawn systemd-container
+need_cmd nsenter util-linux
 [ -x /usr/lib/postgresql/*/bin/postgres ] 2>/dev/null || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 

@@ -5,13 +5,13 @@ import path from 'node:path'
 import type { Test } from 'tap'
 
 /**
- * A minimal Debian 12 root made with debootstrap (`--variant=minbase` + curl, ca-certificates, acl), used to run the
- * one-line installer as on a fresh server without Node.js. The finished root is cached as a tarball under
- * /var/cache/cloudpilot-test (CLOUDPILOT_TEST_CACHE) keyed by ROOT_KEY, so later runs unpack it in seconds;
- * CLOUDPILOT_TEST_ROOT_CACHE=0 forces a cold debootstrap.
+ * A minimal Debian 12 root made with debootstrap (`--variant=minbase` + curl, ca-certificates, acl, and whatever else
+ * the caller includes, e.g. systemd to boot it), used to run the one-line installer as on a fresh server without
+ * Node.js. The finished root is cached as a tarball under /var/cache/cloudpilot-test (CLOUDPILOT_TEST_CACHE) keyed by
+ * its package list, so later runs unpack it in seconds; CLOUDPILOT_TEST_ROOT_CACHE=0 forces a cold debootstrap.
  */
-const INCLUDE = ['curl', 'ca-certificates', 'acl']
-const ROOT_KEY = `debian12-minbase-${INCLUDE.join('-')}-v1`
+export const BASE_INCLUDE = ['curl', 'ca-certificates', 'acl']
+const rootKey = (include: readonly string[]): string => `debian12-minbase-${include.join('-')}-v1`
 
 export interface FreshRoot {
   dir: string
@@ -44,12 +44,20 @@ export async function debianMirror (): Promise<string> {
   return 'http://deb.debian.org/debian'
 }
 
-export async function freshRoot (t: Test, log: (line: string) => void = () => {}): Promise<FreshRoot> {
+export interface FreshRootOptions {
+  /** Packages debootstrap adds to minbase (default BASE_INCLUDE); each list is cached on its own. */
+  include?: readonly string[]
+  /** Mount /proc and /dev into the root for chroot (default); false for a root that is booted with its own. */
+  mountProcDev?: boolean
+}
+
+export async function freshRoot (t: Test, log: (line: string) => void = () => {}, options: FreshRootOptions = {}): Promise<FreshRoot> {
+  const include = options.include ?? BASE_INCLUDE
   const started = Date.now()
   const base = await mkdtempRoot()
   const dir = path.join(base, 'root')
   const cacheDir = process.env.CLOUDPILOT_TEST_CACHE ?? '/var/cache/cloudpilot-test'
-  const cacheFile = path.join(cacheDir, `${ROOT_KEY}.tar`)
+  const cacheFile = path.join(cacheDir, `${rootKey(include)}.tar`)
   const useCache = process.env.CLOUDPILOT_TEST_ROOT_CACHE !== '0'
   const mounts: string[] = []
 
@@ -91,7 +99,7 @@ export async function freshRoot (t: Test, log: (line: string) => void = () => {}
   } else {
     const mirror = await debianMirror()
     log(`debootstrap bookworm from ${mirror} (cold)`)
-    const r = await runCommand('debootstrap', ['--variant=minbase', `--include=${INCLUDE.join(',')}`, 'bookworm', dir, mirror], { timeoutMs: 15 * 60_000 })
+    const r = await runCommand('debootstrap', ['--variant=minbase', `--include=${include.join(',')}`, 'bookworm', dir, mirror], { timeoutMs: 15 * 60_000 })
     if (r.code !== 0) throw new Error(`debootstrap failed (${r.code}): ${r.stdout.slice(-2000)}${r.stderr.slice(-2000)}`)
     root.source = 'debootstrap'
     await rm(path.join(dir, 'var/cache/apt/archives'), { recursive: true, force: true })
@@ -104,7 +112,7 @@ export async function freshRoot (t: Test, log: (line: string) => void = () => {}
       else await rm(tmp, { force: true })
     }
   }
-  for (const [what, opts] of [['proc', ['-t', 'proc', 'proc']], ['dev', ['--bind', '/dev']]] as const) {
+  for (const [what, opts] of options.mountProcDev === false ? [] : [['proc', ['-t', 'proc', 'proc']], ['dev', ['--bind', '/dev']]] as const) {
     const target = path.join(dir, what)
     const r = await runCommand('mount', [...opts, target])
     if (r.code !== 0) throw new Error(`mount ${what}: ${r.stderr}`)
