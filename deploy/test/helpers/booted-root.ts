@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { access, open } from 'node:fs/promises'
+import { access, open, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Test } from 'tap'
 import { waitFor } from '../../../coordinator/test/helpers/wait-for.ts'
@@ -32,7 +32,7 @@ export interface BootedRoot {
 export async function bootPrerequisites (): Promise<string | null> {
   const missing = await prerequisites()
   if (missing !== null) return missing
-  for (const tool of ['/usr/bin/systemd-nspawn', '/usr/bin/nsenter']) {
+  for (const tool of ['/usr/bin/systemd-nspawn', '/usr/bin/nsenter', '/usr/bin/setpriv']) {
     try { await access(tool) } catch { return `${tool} is missing (apt-get install -y systemd-container util-linux)` }
   }
   return null
@@ -44,9 +44,10 @@ export async function bootedRoot (t: Test, log: (line: string) => void = () => {
   const out = await open(consoleFile, 'w')
   const started = Date.now()
   // --register=no --keep-unit: no machined or systemd on the host to register with or to create a scope in.
-  // No --private-network: the host's loopback is the container's.
-  const nspawn = spawn('/usr/bin/systemd-nspawn', [
-    '--quiet', '--boot', '--directory', root.dir, '--machine', `cp-test-${process.pid}`,
+  // No --private-network: the host's loopback is the container's. setpriv --pdeathsig: should this test process be
+  // killed (a runner timeout), nspawn gets SIGTERM and powers the container off instead of leaving it running.
+  const nspawn = spawn('/usr/bin/setpriv', [
+    '--pdeathsig', 'TERM', '--', '/usr/bin/systemd-nspawn', '--quiet', '--boot', '--directory', root.dir, '--machine', `cp-test-${process.pid}`,
     '--register=no', '--keep-unit', '--console=read-only',
   ], { stdio: ['ignore', out.fd, out.fd], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' } })
   const exited = new Promise<number | null>((resolve) => nspawn.once('exit', (code) => resolve(code)))
@@ -62,12 +63,16 @@ export async function bootedRoot (t: Test, log: (line: string) => void = () => {
     clearTimeout(timer)
   })
 
-  const readConsole = async (): Promise<string> => await import('node:fs/promises').then(async (fs) => await fs.readFile(consoleFile, 'utf8')).catch(() => '')
+  const readConsole = async (): Promise<string> => await readFile(consoleFile, 'utf8').catch(() => '')
   const initPid = await waitFor('the container init', async () => {
     if (nspawn.exitCode !== null) throw new Error(`systemd-nspawn exited with ${nspawn.exitCode}: ${await readConsole()}`)
+    // nspawn's first child only sets up and forks the container's init: wait for the child that is PID 1 inside.
     const r = await runCommand('pgrep', ['-P', String(nspawn.pid)])
-    const pid = Number(r.stdout.trim().split('\n')[0])
-    return pid > 0 ? pid : undefined
+    for (const pid of r.stdout.trim().split('\n').map(Number).filter((p) => p > 0)) {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+      if (/^NSpid:\s+\d+\s+1$/m.test(status)) return pid
+    }
+    return undefined
   }, 20_000, 50)
 
   const exec: BootedRoot['exec'] = async (script, options = {}) => await runCommand('/usr/bin/nsenter', [
