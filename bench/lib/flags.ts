@@ -18,6 +18,8 @@ export interface Flags {
   fleetRate: number
   fleetHeartbeatMs: number
   fleetStore: 'postgresql' | 'pglite'
+  /** Extra Node options for the fleet's coordinator process (e.g. --cpu-prof --cpu-prof-dir=DIR). */
+  coordinatorNodeArgs: string[]
   burstPlans: number
   idleSeconds: number
   out: string
@@ -39,6 +41,8 @@ export const USAGE = `npm run bench -- [flags]
   --fleet-rate N         API requests per second, open loop (default 200)
   --fleet-heartbeat-ms N heartbeat interval the coordinator gives the agents (default 15000, the product default)
   --fleet-store S        coordinator store of the fleet scenario: postgresql | pglite (default postgresql)
+  --coordinator-node-args=ARGS  Node options for the fleet's coordinator, space-separated, e.g.
+                         --coordinator-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof" (written when it stops)
   --burst-plans N        plans due in the same slot (default 10000)
   --idle-seconds N       how long the idle agent is watched (default 60)
   --out FILE             results file (default bench/results.json)
@@ -63,6 +67,7 @@ export function parseFlags (argv: string[]): Flags | null {
       'fleet-rate': { type: 'string' },
       'fleet-heartbeat-ms': { type: 'string' },
       'fleet-store': { type: 'string' },
+      'coordinator-node-args': { type: 'string' },
       'burst-plans': { type: 'string' },
       'idle-seconds': { type: 'string' },
       out: { type: 'string' },
@@ -96,6 +101,7 @@ export function parseFlags (argv: string[]): Flags | null {
     fleetRate: num('fleet-rate', values['fleet-rate'], 200, 1),
     fleetHeartbeatMs: num('fleet-heartbeat-ms', values['fleet-heartbeat-ms'], 15_000, 100),
     fleetStore: store,
+    coordinatorNodeArgs: (values['coordinator-node-args'] ?? '').split(/\s+/).filter((a) => a !== ''),
     burstPlans: num('burst-plans', values['burst-plans'], 10_000, 1),
     idleSeconds: num('idle-seconds', values['idle-seconds'], 60, 1),
     out: values.out ?? 'bench/results.json',

@@ -92,6 +92,8 @@ export interface CoordinatorOptions {
   env?: Record<string, string>
   /** prlimit the process's open files (fleet). */
   maxOpenFiles?: number
+  /** Node options before the script (e.g. --cpu-prof, --import a probe). */
+  nodeArgs?: string[]
 }
 
 export async function startCoordinator (options: CoordinatorOptions): Promise<Coordinator> {
@@ -113,7 +115,7 @@ export async function startCoordinator (options: CoordinatorOptions): Promise<Co
   if (options.databaseUrl === undefined) delete env.DATABASE_URL
   else env.DATABASE_URL = options.databaseUrl
   const out = createWriteStream(logFile, { flags: 'a' })
-  const args = [COORDINATOR_BIN]
+  const args = [...(options.nodeArgs ?? []), COORDINATOR_BIN]
   const proc = options.maxOpenFiles === undefined
     ? spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn('prlimit', [`--nofile=${options.maxOpenFiles}`, '--', process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })

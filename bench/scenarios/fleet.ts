@@ -4,7 +4,7 @@
  * since start and during the load), its CPU during the load, and API latency p50/p99.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { writeFile, mkdir } from 'node:fs/promises'
+import { writeFile, mkdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import type { Flags } from '../lib/flags.ts'
@@ -45,11 +45,13 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
   const coordinatorFiles = Math.min(n + 4096, hard)
   if (n + 256 > hard) step(`[fleet] warning: open files are limited to ${hard} per process here; the coordinator cannot hold ${n} sockets plus its own files`)
   const databaseUrl = flags.fleetStore === 'postgresql' ? `postgres://${PG.username}@${PG.host}:${PG.port}/${await pgDatabase(benchName('fleet'))}` : undefined
+  const loopFile = path.join(dir, 'event-loop-delay.jsonl')
   const coordinator = await startCoordinator({
     dataDir: path.join(dir, 'coordinator'),
     ...(databaseUrl === undefined ? {} : { databaseUrl }),
-    env: { CLOUDPILOT_HEARTBEAT_INTERVAL_MS: String(flags.fleetHeartbeatMs) },
+    env: { CLOUDPILOT_HEARTBEAT_INTERVAL_MS: String(flags.fleetHeartbeatMs), BENCH_LOOP_DELAY_FILE: loopFile },
     maxOpenFiles: coordinatorFiles,
+    nodeArgs: ['--import', path.join(ROOT, 'bench/lib/loop-delay-probe.ts'), ...flags.coordinatorNodeArgs],
   })
   const pid = coordinator.proc.pid as number
 
@@ -105,6 +107,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
 
   step(`[fleet] API load: ${flags.fleetRate} req/s for ${flags.fleetSeconds} s`)
   const sampler = await startSampler(pid, { children: false, everyMs: 250 })
+  const loadStarted = Date.now()
   const load = node('bench/lib/api-load.ts', [coordinator.url, coordinator.token, String(flags.fleetRate), String(flags.fleetSeconds), idsFile, String(API_WARMUP_SECONDS)], Math.min(4096, hard))
   const loadLine = await new Promise<string>((resolve, reject) => {
     let out = ''
@@ -112,6 +115,7 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
     load.once('exit', (code) => code === 0 ? resolve(out.trim()) : reject(new Error(`api load exited with ${code}`)))
   })
   const sample = await sampler.stop()
+  const loop = await loopDelay(loopFile, loadStarted + API_WARMUP_SECONDS * 1000)
   const sinceStart = await memory(pid)
   const l = JSON.parse(loadLine) as { sent: number, elapsed: number, latenciesMs: number[], statuses: number[], p99ByPathMs: Record<string, number>, slowest: unknown[], over50BySecond: Record<string, number> }
   const ok = l.statuses.filter((s) => s === 200).length
@@ -149,12 +153,22 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
       `Enrollment of ${n} agents through the API took ${enrollSeconds.toFixed(1)} s; connecting them ${connectSeconds.toFixed(1)} s.`,
       `Latency is measured from each request's scheduled start (open loop; the first ${API_WARMUP_SECONDS} s at the same rate are not counted), over GET /servers?limit=50, /servers/:id, /plans, /backups?limit=20, /destinations in turn.`,
       'Peak RSS is VmHWM of the coordinator since it started (enrollment and connection included); CPU seconds are those of the load window.',
+      `Coordinator event-loop delay over the counted window (perf_hooks.monitorEventLoopDelay, per second): worst ${loop.maxMs.toFixed(0)} ms; seconds with a stall over 50 ms: ${loop.stalls.length === 0 ? 'none' : loop.stalls.map((x) => `${x.second}s ${x.maxMs.toFixed(0)} ms`).join(', ')}.`,
     ],
     extra: {
       agents: n, connected, sessionsAfterLoad: stillOpen, enrollSeconds, connectSeconds,
       requests: l.sent, ok, elapsedSeconds: l.elapsed, p50Ms: p50, p90Ms: percentile(l.latenciesMs, 90), p99Ms: p99, maxMs: Math.max(...l.latenciesMs),
       coordinatorPeakRssSinceStartMb: peakSinceStartMb, coordinatorPeakRssDuringLoadMb: duringLoadPeakMb, coordinatorRssUnderLoadMb: sample.lastRssBytes / MB,
-      coordinatorCpuPercentOfOneCore: cpuPercent, p99ByPathMs: l.p99ByPathMs, slowestRequests: l.slowest, requestsOver50MsBySecond: l.over50BySecond, socketStats: groups.map((g) => g.last),
+      coordinatorCpuPercentOfOneCore: cpuPercent, eventLoopDelayMaxMs: loop.maxMs, eventLoopStalls: loop.stalls, eventLoopBySecond: loop.bySecond, p99ByPathMs: l.p99ByPathMs, slowestRequests: l.slowest, requestsOver50MsBySecond: l.over50BySecond, socketStats: groups.map((g) => g.last),
     },
   }
+}
+
+/** The coordinator's per-second event-loop delay lines (bench/lib/loop-delay-probe.ts) from `from` on. */
+async function loopDelay (file: string, from: number): Promise<{ maxMs: number, stalls: Array<{ second: number, maxMs: number }>, bySecond: Array<Record<string, number>> }> {
+  const lines = (await readFile(file, 'utf8').catch(() => '')).split('\n').filter((l) => l !== '')
+  const bySecond = lines.map((l) => JSON.parse(l) as Record<string, number> & { t: number, maxMs: number }).filter((x) => x.t > from)
+    .map((x) => ({ ...x, second: Math.round((x.t - from) / 1000) }))
+  const maxMs = Math.max(0, ...bySecond.map((x) => x.maxMs))
+  return { maxMs, stalls: bySecond.filter((x) => x.maxMs > 50).map((x) => ({ second: x.second, maxMs: x.maxMs })), bySecond }
 }

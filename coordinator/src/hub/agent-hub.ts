@@ -28,6 +28,13 @@ const HELLO_TIMEOUT_MS = 10 * SECOND
 const WS_MAX_PAYLOAD = 8 * MAX_FRAME_BYTES
 /** A peer that keeps sending invalid frames is disconnected after this many. */
 const MAX_INVALID_FRAMES = 100
+/**
+ * The connection check visits every session once per heartbeat interval, a slice of them per tick, so that no
+ * tick loops over every socket of a large fleet (10,000 pings written at once stall the API for 100+ ms).
+ */
+const CHECK_TICKS_PER_INTERVAL = 20
+/** A session heard from within this many intervals needs no ping: its heartbeats prove the connection. */
+const QUIET_INTERVALS_BEFORE_PING = 1.5
 
 /**
  * The WebSocket hub at /agent/ws. Authenticates the agent credential at upgrade (deny by default), requires a
@@ -42,6 +49,9 @@ export class AgentHub {
   readonly #heartbeatIntervalMs: number
   readonly #coordinatorVersion: string
   #pingTimer: NodeJS.Timeout | null = null
+  /** The sessions of the current round of connection checks, and how far the round got. */
+  #round: AgentSession[] = []
+  #roundAt = 0
 
   constructor (options: { db: Db, log: Logger, handlers: AgentFrameHandlers, heartbeatIntervalMs: number, coordinatorVersion: string }) {
     this.#db = options.db
@@ -50,7 +60,8 @@ export class AgentHub {
     this.#heartbeatIntervalMs = options.heartbeatIntervalMs
     this.#coordinatorVersion = options.coordinatorVersion
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false })
-    this.#pingTimer = setInterval(() => this.#pingAll(), Math.max(1000, options.heartbeatIntervalMs))
+    const interval = Math.max(1000, options.heartbeatIntervalMs)
+    this.#pingTimer = setInterval(() => this.#checkSlice(interval), Math.max(50, Math.floor(interval / CHECK_TICKS_PER_INTERVAL)))
     this.#pingTimer.unref()
   }
 
@@ -116,7 +127,7 @@ export class AgentHub {
         session.log.error({ err }, 'frame handling failed')
       })
     })
-    ws.on('pong', () => { session.alive = true })
+    ws.on('pong', () => { session.pong() })
     ws.on('error', (err) => session.log.warn({ err: err.message }, 'agent socket error'))
     ws.on('close', (code) => {
       clearTimeout(helloTimer)
@@ -175,8 +186,25 @@ export class AgentHub {
     await this.#handlers.afterWelcome(session, hello)
   }
 
-  #pingAll (): void {
-    for (const session of this.#sessions.values()) {
+  /**
+   * One tick of the connection check: the next slice of the round (a round is every session, once per interval).
+   * A session that sent heartbeats recently is left alone; a quiet one is pinged; one that answered nothing
+   * since its ping, an interval ago, is terminated.
+   */
+  #checkSlice (intervalMs: number): void {
+    if (this.#roundAt >= this.#round.length) {
+      this.#round = [...this.#sessions.values()]
+      this.#roundAt = 0
+    }
+    const end = Math.min(this.#round.length, this.#roundAt + Math.ceil(this.#round.length / CHECK_TICKS_PER_INTERVAL))
+    const now = Date.now()
+    for (; this.#roundAt < end; this.#roundAt++) {
+      const session = this.#round[this.#roundAt] as AgentSession
+      if (this.#sessions.get(session.serverId) !== session) continue
+      if (now - session.lastHeardAt < QUIET_INTERVALS_BEFORE_PING * intervalMs) {
+        session.alive = true
+        continue
+      }
       if (!session.alive) {
         session.log.warn('agent did not answer ping; terminating the connection')
         session.socket.terminate()
@@ -185,6 +213,7 @@ export class AgentHub {
       session.alive = false
       try { session.socket.ping() } catch { /* closed meanwhile */ }
     }
+    if (this.#roundAt >= this.#round.length) this.#round = []
   }
 
   async close (): Promise<void> {

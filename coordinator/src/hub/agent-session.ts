@@ -14,10 +14,14 @@ export class AgentSession {
   readonly connectedAt = Date.now()
   /** Set once a valid hello was received. */
   ready = false
+  /** When the agent last sent a frame (what the database's last_seen_at gets). */
   lastSeenAt = Date.now()
+  /** When the agent last answered a ping: proves the connection, not that the agent works. */
+  lastPongAt = 0
   /** True when lastSeenAt/health changed since the last flush to the database. */
   dirty = true
   health: Record<string, unknown> | null = null
+  /** False from a ping until anything comes back: the next check then terminates the connection. */
   alive = true
   runningJobs: string[] = []
   invalidFrames = 0
@@ -33,6 +37,16 @@ export class AgentSession {
     this.lastSeenAt = Date.now()
     this.alive = true
     this.dirty = true
+  }
+
+  pong (): void {
+    this.lastPongAt = Date.now()
+    this.alive = true
+  }
+
+  /** When anything last came from the agent: a frame or a pong. */
+  get lastHeardAt (): number {
+    return Math.max(this.lastSeenAt, this.lastPongAt)
   }
 
   /** Sends a frame; false when the socket is not open or the agent stopped reading (then it is terminated). */

@@ -4,8 +4,14 @@ import { CloudPilotError } from '@cloudpilot/protocol'
 import type { Db } from '../db/open-database.ts'
 import { servers } from '../db/schema.ts'
 import type { AgentHub } from '../hub/agent-hub.ts'
+import type { AgentSession } from '../hub/agent-session.ts'
 import type { BackupRecords } from './backup-records.ts'
 import type { RestoreRecords } from './restore-records.ts'
+
+/** Sessions written per statement by the flusher. */
+const FLUSH_CHUNK = 2000
+/** The flusher runs this often at most (and at least twice per heartbeat interval): small batches, no bursts. */
+const FLUSH_EVERY_MS = 1000
 
 /**
  * Server liveness. Heartbeats update sessions in memory; a flusher writes last_seen_at (and health) in one
@@ -39,7 +45,7 @@ export class Liveness {
   }
 
   start (): void {
-    const flushEvery = Math.max(50, Math.min(5000, Math.floor(this.#intervalMs / 2)))
+    const flushEvery = Math.max(50, Math.min(FLUSH_EVERY_MS, Math.floor(this.#intervalMs / 2)))
     this.#flushTimer = setInterval(() => this.#serial(() => this.flush()), flushEvery)
     this.#sweepTimer = setInterval(() => this.#serial(() => this.sweep()), Math.max(100, this.#intervalMs))
     this.#flushTimer.unref()
@@ -55,16 +61,27 @@ export class Liveness {
     await this.#db.update(servers).set({ status: 'online', lastSeenAt: new Date() }).where(eq(servers.id, serverId))
   }
 
-  /** Writes last_seen_at and health of every session that heard from its agent since the last flush. */
+  /**
+   * Writes last_seen_at and health of every session that heard from its agent since the last flush: one
+   * statement per FLUSH_CHUNK sessions, the rows passed as a single JSON parameter (building a statement with
+   * thousands of bound values cost the event loop tens of milliseconds at 10,000 agents).
+   */
   async flush (): Promise<void> {
-    const dirty = [...this.#hub.sessions()].filter((s) => s.ready && s.dirty)
+    const dirty: AgentSession[] = []
+    for (const s of this.#hub.sessions()) if (s.ready && s.dirty) dirty.push(s)
     if (dirty.length === 0) return
     for (const s of dirty) s.dirty = false
-    for (let i = 0; i < dirty.length; i += 1000) {
-      const chunk = dirty.slice(i, i + 1000)
-      const values = sql.join(chunk.map((s) => sql`(${s.serverId}::uuid, ${new Date(s.lastSeenAt).toISOString()}::timestamptz, ${JSON.stringify(s.health)}::jsonb)`), sql`, `)
-      await this.#db.execute(sql`update servers set last_seen_at = v.seen, status = 'online', health = coalesce(v.health, servers.health)
-        from (values ${values}) as v(id, seen, health) where servers.id = v.id and servers.revoked_at is null`)
+    for (let i = 0; i < dirty.length; i += FLUSH_CHUNK) {
+      const rows = dirty.slice(i, i + FLUSH_CHUNK).map((s) => ({ id: s.serverId, seen: new Date(s.lastSeenAt).toISOString(), health: s.health }))
+      try {
+        await this.#db.execute(sql`update servers set last_seen_at = v.seen, status = 'online', health = coalesce(v.health, servers.health)
+          from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, seen timestamptz, health jsonb)
+          where servers.id = v.id and servers.revoked_at is null`)
+      } catch (err) {
+        // Not written: try again at the next flush (a newer heartbeat may have come meanwhile; either is fine).
+        for (const s of dirty.slice(i)) s.dirty = true
+        throw err
+      }
     }
   }
 

@@ -1,0 +1,21 @@
+/**
+ * Preloaded into the measured coordinator (`node --import bench/lib/loop-delay-probe.ts`) when
+ * BENCH_LOOP_DELAY_FILE is set: every second, one JSON line with the event-loop delay of that second (max, p99,
+ * mean in ms, from perf_hooks.monitorEventLoopDelay at 10 ms resolution) and the heap in use. Shows whether API
+ * latency comes from the process being busy (a stalled loop) and when.
+ */
+import { appendFileSync } from 'node:fs'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+
+const file = process.env.BENCH_LOOP_DELAY_FILE
+if (file !== undefined && file !== '') {
+  const h = monitorEventLoopDelay({ resolution: 10 })
+  h.enable()
+  const ms = (ns: number): number => Math.round(ns / 1e4) / 100
+  const timer = setInterval(() => {
+    const m = process.memoryUsage()
+    appendFileSync(file, JSON.stringify({ t: Date.now(), maxMs: ms(h.max), p99Ms: ms(h.percentile(99)), meanMs: ms(h.mean), heapMb: Math.round(m.heapUsed / 1048576), rssMb: Math.round(m.rss / 1048576), externalMb: Math.round(m.external / 1048576), arrayBuffersMb: Math.round(m.arrayBuffers / 1048576) }) + '\n')
+    h.reset()
+  }, 1000)
+  timer.unref()
+}
