@@ -6,10 +6,13 @@
  *   npx node agent/scripts/profile-idle.ts [seconds] [heartbeatMs=15000]
  *
  * AGENT_NODE_OPTIONS is passed to the agent as NODE_OPTIONS (to try V8 flags); AGENT_ENTRY runs another entry
- * point than agent/src/bin/cloudpilot-agent.ts for `run` (e.g. the same code compiled to JavaScript).
+ * point than agent/src/bin/cloudpilot-agent.ts for `run`: the packaged agent is measured with
+ * AGENT_ENTRY=<unpacked package>/lib/cloudpilot-agent.js, which runs under the package's own bin/node (or AGENT_NODE).
+ * MALLOC_ARENA_MAX and the other variables of this process reach the agent unchanged.
  */
 import { spawn } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { startAgent, startCoordinator, waitOnline } from '../../coordinator/test/helpers/processes.ts'
 
 const seconds = Number(process.argv[2] ?? 60)
@@ -34,7 +37,9 @@ try {
   const agent = await startAgent(t as never, coordinator, { env, start: entry === undefined })
   let pid = agent.proc?.pid ?? 0
   if (entry !== undefined) {
-    const child = spawn(process.execPath, [entry, 'run', '--config', agent.configPath], { env: { ...process.env, CLOUDPILOT_ALLOW_ROOT: '1', ...env }, stdio: 'ignore' })
+    const packagedNode = path.join(path.dirname(entry), '..', 'bin', 'node')
+    const node = process.env.AGENT_NODE ?? await access(packagedNode).then(() => packagedNode, () => process.execPath)
+    const child = spawn(node, [entry, 'run', '--config', agent.configPath], { env: { ...process.env, CLOUDPILOT_ALLOW_ROOT: '1', ...env }, stdio: 'ignore' })
     t.teardown(() => { child.kill('SIGKILL') })
     pid = child.pid ?? 0
   }
