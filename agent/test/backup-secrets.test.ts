@@ -19,22 +19,26 @@ interface Seen { file: string, cmdline: string, environ: string, secretFile: str
  * after exec; under stdbuf we wait for its exec of the tool), and the secret file it uses.
  */
 function spy (seen: Seen[]): (info: { pid: number, file: string }) => void {
+  // A tool refused at once (wrong login) may be gone before everything is read: what was read still counts.
+  const readOr = (file: string): string => { try { return readFileSync(file, 'utf8') } catch { return '' } }
   return ({ pid, file }) => {
     // The tool may run under `stdbuf`, which execs it (same pid): wait for that exec (a few ms at most).
-    let cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    let cmdline = readOr(`/proc/${pid}/cmdline`)
     const deadline = Date.now() + 5000
     // (On Debian /usr/bin/pg_dump is pg_wrapper, which execs /usr/lib/postgresql/<v>/bin/pg_dump: compare base names.)
     const tool = path.basename(file)
-    while (path.basename(cmdline.split('\0')[0] ?? '') !== tool && Date.now() < deadline) cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8')
+    while (cmdline !== '' && path.basename(cmdline.split('\0')[0] ?? '') !== tool && Date.now() < deadline) cmdline = readOr(`/proc/${pid}/cmdline`) || cmdline
+    const environ = readOr(`/proc/${pid}/environ`)
     const secretFile = /(?:^|\0)PGPASSFILE=([^\0]+)/.exec(environ)?.[1] ?? /--defaults-extra-file=([^\0]+)/.exec(cmdline)?.[1] ?? null
     let secretMode = null
     let secretDirMode = null
     let secretContent = null
     if (secretFile !== null) {
-      secretMode = statSync(secretFile).mode & 0o777
-      secretDirMode = statSync(path.dirname(secretFile)).mode & 0o777
-      secretContent = readFileSync(secretFile, 'utf8')
+      try {
+        secretMode = statSync(secretFile).mode & 0o777
+        secretDirMode = statSync(path.dirname(secretFile)).mode & 0o777
+        secretContent = readFileSync(secretFile, 'utf8')
+      } catch { /* already removed after a refused login */ }
     }
     seen.push({ file, cmdline, environ, secretFile, secretMode, secretDirMode, secretContent })
   }

@@ -67,18 +67,20 @@ export class DatabaseRestorer {
   /** Staging databases (PostgreSQL replace) not yet renamed to their target: dropped by dispose(). */
   readonly #staging = new Set<string>()
   #pgForceDrop = true
+  readonly #signal: AbortSignal | undefined
 
-  private constructor (client: DbClient, plan: DatabasePlan[], replace: boolean, written: WrittenTargets) {
+  private constructor (client: DbClient, plan: DatabasePlan[], replace: boolean, written: WrittenTargets, signal: AbortSignal | undefined) {
     this.#client = client
     this.#plan = plan
     this.#replace = replace
     this.#written = written
+    this.#signal = signal
   }
 
   static async open (job: RestoreJob, plan: DatabasePlan[], written: WrittenTargets, options: SourceOptions): Promise<DatabaseRestorer> {
     if (job.database === null) throw new Error('no database target')
     const client = await openDbClient(job.database.connection, { ...options, purpose: 'restore' })
-    return new DatabaseRestorer(client, plan, job.replaceExisting, written)
+    return new DatabaseRestorer(client, plan, job.replaceExisting, written, options.signal)
   }
 
   get restored (): RestoredDatabase[] {
@@ -147,10 +149,16 @@ export class DatabaseRestorer {
       await this.#client.query(pg ? `DROP DATABASE IF EXISTS :"target"${this.#pgForceDrop ? ' WITH (FORCE)' : ''};\n` : `DROP DATABASE IF EXISTS ${mysqlIdent(target)};\n`,
         { vars: { target }, subject: `dropping the existing database ${JSON.stringify(target)}` })
     }
-    // Named before CREATE DATABASE is sent: a cancel during it may still leave the new database behind.
+    // Named before CREATE DATABASE is sent: a cancel during it may still leave the new database behind. When the
+    // server refused it (no privilege, bad name), nothing was created and the name is taken back.
     if (!replaced) this.#written.databases.push(target)
-    await this.#client.query(pg ? 'CREATE DATABASE :"target" TEMPLATE template0;\n' : `CREATE DATABASE ${mysqlIdent(target)};\n`,
-      { vars: { target }, subject: `creating the target database ${JSON.stringify(target)}` })
+    try {
+      await this.#client.query(pg ? 'CREATE DATABASE :"target" TEMPLATE template0;\n' : `CREATE DATABASE ${mysqlIdent(target)};\n`,
+        { vars: { target }, subject: `creating the target database ${JSON.stringify(target)}` })
+    } catch (err) {
+      if (!replaced && this.#signal?.aborted !== true) this.#written.databases.splice(this.#written.databases.indexOf(target), 1)
+      throw err
+    }
     return this.#load(plan.source, target, async () => {
       this.#restored.push({ source: plan.source, target, replaced })
     })

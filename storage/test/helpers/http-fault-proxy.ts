@@ -41,13 +41,24 @@ export async function startHttpFaultProxy (targetPort: number): Promise<HttpFaul
       delete headers['transfer-encoding']
       delete headers.expect
       headers['content-length'] = String(body.length)
-      const forward = http.request({ host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers, agent: upstream }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers)
-        pipeline(answer, res).catch(() => {})
-      })
-      forward.on('error', () => { if (!res.headersSent) { res.writeHead(502); res.end() } else res.destroy() })
-      res.on('close', () => { if (!res.writableFinished) forward.destroy() })
-      forward.end(body)
+      // A service that answers an error before it read the body (azurite refusing a block upload with a wrong key)
+      // may close the connection while the body is still being sent; the relay then sees EPIPE/ECONNRESET instead
+      // of the answer. Sending the same request again (up to 3 times) gets the service's own answer to the client.
+      const send = (attempt: number): void => {
+        const forward = http.request({ host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers, agent: upstream }, (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers)
+          pipeline(answer, res).catch(() => {})
+        })
+        forward.on('error', () => {
+          if (res.headersSent) { res.destroy(); return }
+          if (attempt < 3 && !res.destroyed) { send(attempt + 1); return }
+          res.writeHead(502)
+          res.end()
+        })
+        res.on('close', () => { if (!res.writableFinished) forward.destroy() })
+        forward.end(body)
+      }
+      send(1)
     })
   }
   const server: Server = http.createServer((req, res) => {
