@@ -39,4 +39,6 @@ if [ -z "${INVOCATION_ID:-}" ] && [ -r /etc/cloudpilot/agent.env ]; then
 fi
 
 export CLOUDPILOT_AGENT_HOME="$home"
+# Two malloc arenas instead of 8 per core: a little less idle RSS and less fragmentation during backups.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "$home/current/bin/node" "$home/current/lib/cloudpilot-agent.js" run "$@"
