@@ -153,22 +153,23 @@ export async function fleet (flags: Flags, dir: string): Promise<ScenarioResult>
       `Enrollment of ${n} agents through the API took ${enrollSeconds.toFixed(1)} s; connecting them ${connectSeconds.toFixed(1)} s.`,
       `Latency is measured from each request's scheduled start (open loop; the first ${API_WARMUP_SECONDS} s at the same rate are not counted), over GET /servers?limit=50, /servers/:id, /plans, /backups?limit=20, /destinations in turn.`,
       'Peak RSS is VmHWM of the coordinator since it started (enrollment and connection included); CPU seconds are those of the load window.',
-      `Coordinator event-loop delay over the counted window (perf_hooks.monitorEventLoopDelay, per second): worst ${loop.maxMs.toFixed(0)} ms; seconds with a stall over 50 ms: ${loop.stalls.length === 0 ? 'none' : loop.stalls.map((x) => `${x.second}s ${x.maxMs.toFixed(0)} ms`).join(', ')}.`,
+      `Coordinator event-loop delay over the counted window (perf_hooks.monitorEventLoopDelay, per second): worst ${loop.maxMs.toFixed(0)} ms; seconds with a stall over 50 ms: ${loop.stalls.length === 0 ? 'none' : loop.stalls.map((x) => `${x.second}s ${x.maxMs.toFixed(0)} ms (CPU ${x.cpuMs} ms, waited for a CPU ${x.runQueueMs} ms)`).join(', ')}. Its main thread waited ${loop.runQueueMs.toFixed(0)} ms in all for a CPU taken by other work on the machine (run queue delay).`,
     ],
     extra: {
       agents: n, connected, sessionsAfterLoad: stillOpen, enrollSeconds, connectSeconds,
       requests: l.sent, ok, elapsedSeconds: l.elapsed, p50Ms: p50, p90Ms: percentile(l.latenciesMs, 90), p99Ms: p99, maxMs: Math.max(...l.latenciesMs),
       coordinatorPeakRssSinceStartMb: peakSinceStartMb, coordinatorPeakRssDuringLoadMb: duringLoadPeakMb, coordinatorRssUnderLoadMb: sample.lastRssBytes / MB,
-      coordinatorCpuPercentOfOneCore: cpuPercent, eventLoopDelayMaxMs: loop.maxMs, eventLoopStalls: loop.stalls, eventLoopBySecond: loop.bySecond, p99ByPathMs: l.p99ByPathMs, slowestRequests: l.slowest, requestsOver50MsBySecond: l.over50BySecond, socketStats: groups.map((g) => g.last),
+      coordinatorCpuPercentOfOneCore: cpuPercent, eventLoopDelayMaxMs: loop.maxMs, runQueueDelayMs: loop.runQueueMs, eventLoopStalls: loop.stalls, eventLoopBySecond: loop.bySecond, p99ByPathMs: l.p99ByPathMs, slowestRequests: l.slowest, requestsOver50MsBySecond: l.over50BySecond, socketStats: groups.map((g) => g.last),
     },
   }
 }
 
 /** The coordinator's per-second event-loop delay lines (bench/lib/loop-delay-probe.ts) from `from` on. */
-async function loopDelay (file: string, from: number): Promise<{ maxMs: number, stalls: Array<{ second: number, maxMs: number }>, bySecond: Array<Record<string, number>> }> {
+async function loopDelay (file: string, from: number): Promise<{ maxMs: number, runQueueMs: number, stalls: Array<{ second: number, maxMs: number, cpuMs: number, runQueueMs: number }>, bySecond: Array<Record<string, number>> }> {
   const lines = (await readFile(file, 'utf8').catch(() => '')).split('\n').filter((l) => l !== '')
-  const bySecond = lines.map((l) => JSON.parse(l) as Record<string, number> & { t: number, maxMs: number }).filter((x) => x.t > from)
+  const bySecond = lines.map((l) => JSON.parse(l) as Record<string, number> & { t: number, maxMs: number, cpuMs: number, runQueueMs: number }).filter((x) => x.t > from)
     .map((x) => ({ ...x, second: Math.round((x.t - from) / 1000) }))
   const maxMs = Math.max(0, ...bySecond.map((x) => x.maxMs))
-  return { maxMs, stalls: bySecond.filter((x) => x.maxMs > 50).map((x) => ({ second: x.second, maxMs: x.maxMs })), bySecond }
+  const runQueueMs = bySecond.reduce((a, x) => a + (x.runQueueMs ?? 0), 0)
+  return { maxMs, runQueueMs, stalls: bySecond.filter((x) => x.maxMs > 50).map((x) => ({ second: x.second, maxMs: x.maxMs, cpuMs: x.cpuMs, runQueueMs: x.runQueueMs })), bySecond }
 }

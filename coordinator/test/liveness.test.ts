@@ -3,6 +3,7 @@ import WebSocket from 'ws'
 import { PROTOCOL_VERSION, newFrameId } from '@cloudpilot/protocol'
 import { startCoordinator, type CoordinatorProcess } from './helpers/processes.ts'
 import { waitFor } from './helpers/wait-for.ts'
+import { psql, tempPostgresDatabase } from './helpers/databases.ts'
 
 /**
  * Liveness through a real coordinator process and raw protocol sockets: last_seen_at is written in batches (not
@@ -18,13 +19,18 @@ interface SimAgent {
   closed: Promise<number>
 }
 
-async function connectSimAgent (coordinator: CoordinatorProcess): Promise<SimAgent> {
+async function enrollSim (coordinator: CoordinatorProcess): Promise<{ serverId: string, agentCredential: string }> {
   const token = await coordinator.api.post('/api/v1/enrollment-tokens', {})
   const enrolled = await coordinator.api.post('/api/v1/agents/enroll', { token: token.body.token, hostname: 'sim' })
   if (enrolled.status !== 201) throw new Error(`enroll: ${enrolled.status} ${JSON.stringify(enrolled.body)}`)
-  const ws = new WebSocket(coordinator.url.replace(/^http/, 'ws') + '/agent/ws', { headers: { authorization: `Bearer ${enrolled.body.agentCredential}` } })
+  return enrolled.body
+}
+
+async function connectSimAgent (coordinator: CoordinatorProcess, enrolled?: { serverId: string, agentCredential: string }): Promise<SimAgent> {
+  enrolled ??= await enrollSim(coordinator)
+  const ws = new WebSocket(coordinator.url.replace(/^http/, 'ws') + '/agent/ws', { headers: { authorization: `Bearer ${enrolled.agentCredential}` } })
   const agent: SimAgent = {
-    serverId: enrolled.body.serverId,
+    serverId: enrolled.serverId,
     ws,
     pings: 0,
     welcomedAt: 0,
@@ -85,3 +91,28 @@ for (const store of ['postgresql', 'pglite'] as const) {
     t.equal(beating.ws.readyState, WebSocket.OPEN, 'and stays open')
   })
 }
+
+t.test('the replica holding an agent is recorded, cleared on disconnect (batched) and kept across a quick reconnect', async (t) => {
+  const database = await tempPostgresDatabase(t, 'cp_liveness')
+  const coordinator = await startCoordinator(t, { databaseUrl: database.url, heartbeatIntervalMs: INTERVAL_MS })
+  t.teardown(async () => { await coordinator.stop() })
+  const holder = async (serverId: string): Promise<string> => await psql(database.name, `select coalesce(connected_replica, '') from servers where id = '${serverId}'`)
+  const enrolled = await enrollSim(coordinator)
+  const first = await connectSimAgent(coordinator, enrolled)
+  const replica = await waitFor('the holding replica recorded', async () => (await holder(enrolled.serverId)) || undefined, 5000, 50)
+
+  first.ws.terminate()
+  await waitFor('the disconnection written', async () => (await holder(enrolled.serverId)) === '', 5000, 20)
+  t.pass('cleared after the agent disconnected')
+
+  // Drop and come back at once, several times: a disconnection still waiting for its batch must not clear the new connection.
+  let last = await connectSimAgent(coordinator, enrolled)
+  for (let i = 0; i < 5; i++) {
+    last.ws.terminate()
+    last = await connectSimAgent(coordinator, enrolled)
+  }
+  t.teardown(() => { last.ws.terminate() })
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(await holder(enrolled.serverId), replica, 'held by this replica after quick reconnects')
+  t.equal((await coordinator.api.get(`/api/v1/servers/${enrolled.serverId}`)).body.status, 'online', 'and online')
+})

@@ -36,6 +36,7 @@ export function createFrameRouter (deps: {
   const lastProgress = new Map<string, number>()
 
   async function onHello (session: AgentSession, hello: HelloFrame): Promise<{ cancelJobs: string[] }> {
+    deps.registry?.cancelRelease(session.serverId)
     await deps.db.update(servers).set({
       hostname: hello.hostname,
       os: hello.os,
