@@ -73,7 +73,8 @@ export const servers = pgTable('servers', {
   createdAt: createdAt(),
 }, (t) => [
   uniqueIndex('servers_credential_uq').on(t.credentialHash),
-  index('servers_workspace_idx').on(t.workspaceId),
+  // Serves the paged server list (newest first) without reading and sorting every server of the workspace.
+  index('servers_workspace_created_idx').on(t.workspaceId, t.createdAt.desc(), t.id.desc()),
 ])
 
 export interface DestinationTestResult {
