@@ -11,6 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { cleanupAll, cleanupMark, cleanupOnSignals, cleanupTo, onCleanup } from './lib/cleanup.ts'
 import { parseFlags, USAGE, type Flags, type ScenarioId } from './lib/flags.ts'
+import { preparePackagedAgent } from './lib/packaged-agent.ts'
 import { markdownTable } from './lib/table.ts'
 import type { ScenarioResult } from './lib/result.ts'
 import { filesBackup, mysqlBackup, pgBackup, pgRestore, startBackupEnv, type BackupEnv, type PgBackupOutcome } from './scenarios/backups.ts'
@@ -52,6 +53,9 @@ async function main (flags: Flags): Promise<void> {
   const base = cleanupMark()
   const host = machine(tmp)
   process.stderr.write(`machine: ${JSON.stringify(host)}\nscenarios: ${flags.only.join(', ')}\n`)
+  if (flags.agentBin === null && flags.agent === 'package' && flags.only.some((id) => id !== 'fleet' && id !== 'burst')) {
+    flags = { ...flags, agentBin: await preparePackagedAgent(tmp) }
+  }
 
   if (wants('pg') || wants('mysql') || wants('files') || wants('restore')) {
     let env: BackupEnv | null = null

@@ -23,8 +23,10 @@ export interface Flags {
   burstPlans: number
   idleSeconds: number
   out: string
-  /** The agent to measure; null: the repository's sources. */
+  /** The agent to measure; null: decided by `agent`. */
   agentBin: string | null
+  /** Without --agent-bin: the packaged agent (default) or the repository's sources. */
+  agent: 'package' | 'sources'
 }
 
 export const USAGE = `npm run bench -- [flags]
@@ -46,8 +48,9 @@ export const USAGE = `npm run bench -- [flags]
   --burst-plans N        plans due in the same slot (default 10000)
   --idle-seconds N       how long the idle agent is watched (default 60)
   --out FILE             results file (default bench/results.json)
-  --agent-bin FILE       the agent to measure (default: node agent/src/bin/cloudpilot-agent.ts; a .js/.ts file
-                         runs with this Node, anything else is executed, e.g. a packaged agent)
+  --agent KIND           package (default): the agent package servers run (bundle + its own Node), built from
+                         this checkout; sources: node agent/src/bin/cloudpilot-agent.ts (Node type stripping)
+  --agent-bin FILE       the agent to measure instead (a .js/.ts file runs with this Node, anything else is executed)
   --help`
 
 export function parseFlags (argv: string[]): Flags | null {
@@ -72,6 +75,7 @@ export function parseFlags (argv: string[]): Flags | null {
       'idle-seconds': { type: 'string' },
       out: { type: 'string' },
       'agent-bin': { type: 'string' },
+      agent: { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -106,5 +110,12 @@ export function parseFlags (argv: string[]): Flags | null {
     idleSeconds: num('idle-seconds', values['idle-seconds'], 60, 1),
     out: values.out ?? 'bench/results.json',
     agentBin: values['agent-bin'] ?? null,
+    agent: agentKind(values.agent),
   }
+}
+
+function agentKind (value: string | undefined): 'package' | 'sources' {
+  if (value === undefined || value === 'package') return 'package'
+  if (value === 'sources') return 'sources'
+  throw new Error(`--agent: ${JSON.stringify(value)} is neither package nor sources`)
 }
