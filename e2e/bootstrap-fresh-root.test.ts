@@ -7,7 +7,7 @@ import { waitFor } from '../coordinator/test/helpers/wait-for.ts'
 import { buildAgentPackage, packageFileName, sha256File } from '../deploy/src/agent-package.ts'
 import { runCommand } from '../deploy/test/helpers/fresh-root.ts'
 import { PRODUCT_VERSION } from '@cloudpilot/protocol'
-import { freshRoot, prerequisites } from '../deploy/test/helpers/fresh-root.ts'
+import { freshRoot, prerequisites, stepTimer } from '../deploy/test/helpers/fresh-root.ts'
 import { createPlan, watchBackup } from './helpers.ts'
 
 // The one-line bootstrap on a fresh Debian 12 (debootstrap minbase: no Node.js, no systemd running), against a real
@@ -23,12 +23,7 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
     t.pass(`skipped: ${missing}`)
     return
   }
-  const timings: Record<string, number> = {}
-  const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    const started = Date.now()
-    try { return await fn() } finally { timings[name] = Date.now() - started }
-  }
-  t.teardown(() => { t.comment(`timings (ms): ${JSON.stringify(timings)}`) })
+  const time = stepTimer(t)
 
   // Empty: the coordinator builds its package (both architectures) on the first request, as in production.
   const packages = await tempDir(t, 'cp-agent-packages')

@@ -6,6 +6,7 @@ import { startCoordinator, tempDir, waitOnline } from '../coordinator/test/helpe
 import { waitFor } from '../coordinator/test/helpers/wait-for.ts'
 import { buildAgentPackage } from '../deploy/src/agent-package.ts'
 import { bootedRoot, bootPrerequisites } from '../deploy/test/helpers/booted-root.ts'
+import { stepTimer } from '../deploy/test/helpers/fresh-root.ts'
 import { PRODUCT_VERSION } from '@cloudpilot/protocol'
 import { createPlan, watchBackup } from './helpers.ts'
 
@@ -24,12 +25,7 @@ t.test('the one-line install, upgrade and uninstall under systemd', async (t) =>
     t.pass(`skipped: ${missing}`)
     return
   }
-  const timings: Record<string, number> = {}
-  const time = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    const started = Date.now()
-    try { return await fn() } finally { timings[name] = Date.now() - started }
-  }
-  t.teardown(() => { t.comment(`timings (ms): ${JSON.stringify(timings)}`) })
+  const time = stepTimer(t)
 
   const packages = await tempDir(t, 'cp-agent-packages')
   const v1 = PRODUCT_VERSION

@@ -5,40 +5,20 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
-import net from 'node:net'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { apiClient, type ApiClient } from '../../coordinator/test/helpers/api-client.ts'
+import { freePort } from '../../coordinator/test/helpers/processes.ts'
+import { waitFor } from '../../coordinator/test/helpers/wait-for.ts'
 import { onCleanup } from './cleanup.ts'
+
+export { waitFor }
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const COORDINATOR_BIN = path.join(ROOT, 'coordinator/src/bin/cloudpilot-coordinator.ts')
 const AGENT_BIN = path.join(ROOT, 'agent/src/bin/cloudpilot-agent.ts')
 
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-export async function waitFor<T> (what: string, check: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = 100): Promise<T> {
-  const until = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value !== undefined && value !== false) return value
-    } catch (err) { last = err }
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
-}
 
 export function exited (proc: ChildProcess): Promise<number | null> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(proc.exitCode)

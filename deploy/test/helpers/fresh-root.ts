@@ -150,3 +150,13 @@ export async function runCommand (cmd: string, args: string[], options: { env?: 
   clearTimeout(timer)
   return { code, stdout, stderr }
 }
+
+/** Times named steps of a long test and prints them as one comment at its end. */
+export function stepTimer (t: Test): <T>(name: string, fn: () => Promise<T>) => Promise<T> {
+  const timings: Record<string, number> = {}
+  t.teardown(() => { t.comment(`timings (ms): ${JSON.stringify(timings)}`) })
+  return async (name, fn) => {
+    const started = Date.now()
+    try { return await fn() } finally { timings[name] = Date.now() - started }
+  }
+}
