@@ -8,7 +8,7 @@ import { buildAgentPackage, packageFileName, sha256File } from '../deploy/src/ag
 import { runCommand } from '../deploy/test/helpers/fresh-root.ts'
 import { PRODUCT_VERSION } from '@cloudpilot/protocol'
 import { freshRoot, prerequisites, stepTimer } from '../deploy/test/helpers/fresh-root.ts'
-import { createPlan, watchBackup } from './helpers.ts'
+import { completedBackup, createPlan } from './helpers.ts'
 
 // The one-line bootstrap on a fresh Debian 12 (debootstrap minbase: no Node.js, no systemd running), against a real
 // coordinator on loopback: install + enroll, a files backup, upgrade by re-running the line, upgrade through the
@@ -100,9 +100,8 @@ t.test('the one-line install, upgrade and uninstall on a fresh Debian 12 root', 
   const dest = await coordinator.api.post('/api/v1/destinations', { name: 'root disk', type: 'local', config: { path: '/srv/backups' } })
   t.equal(dest.status, 201)
   const planId = await createPlan(coordinator, { serverId, type: 'files', destinationId: dest.body.id, source: { paths: ['/srv/site'], exclude: [] } })
-  const run = await coordinator.api.post(`/api/v1/plans/${planId}/run`)
-  const { final: backup } = await time('backup', async () => await watchBackup(coordinator, run.body.id, 60_000))
-  t.equal(backup.status, 'completed', JSON.stringify(backup.error))
+  const backup = await time('backup', async () => await completedBackup(coordinator, planId, 60_000))
+  t.equal(backup.status, 'completed')
   const archive = path.join(root.dir, 'srv/backups', backup.objectKey)
   t.equal((await stat(archive)).size, backup.sizeBytes, 'the archive is on the root disk')
   const listing = await root.exec(`tar -tzf /srv/backups/${backup.objectKey}`)

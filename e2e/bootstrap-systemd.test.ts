@@ -8,7 +8,7 @@ import { buildAgentPackage } from '../deploy/src/agent-package.ts'
 import { bootedRoot, bootPrerequisites } from '../deploy/test/helpers/booted-root.ts'
 import { stepTimer } from '../deploy/test/helpers/fresh-root.ts'
 import { PRODUCT_VERSION } from '@cloudpilot/protocol'
-import { createPlan, watchBackup } from './helpers.ts'
+import { completedBackup, createPlan } from './helpers.ts'
 
 // The one-line bootstrap on a fresh Debian 12 root booted with systemd as PID 1 (systemd-nspawn --boot, host network),
 // against a real coordinator on loopback: the hardened unit is installed, enabled and running as cloudpilot with its
@@ -121,9 +121,8 @@ t.test('the one-line install, upgrade and uninstall under systemd', async (t) =>
   const dest = await coordinator.api.post('/api/v1/destinations', { name: 'root disk', type: 'local', config: { path: '/srv/backups' } })
   t.equal(dest.status, 201)
   const planId = await createPlan(coordinator, { serverId, type: 'files', destinationId: dest.body.id, source: { paths: ['/srv/site'], exclude: [] } })
-  const run = await coordinator.api.post(`/api/v1/plans/${planId}/run`)
-  const { final: backup } = await time('backup', async () => await watchBackup(coordinator, run.body.id, 60_000))
-  t.equal(backup.status, 'completed', JSON.stringify(backup.error))
+  const backup = await time('backup', async () => await completedBackup(coordinator, planId, 60_000))
+  t.equal(backup.status, 'completed')
   t.match(await sh(`tar -tzf /srv/backups/${backup.objectKey}`), /srv\/site\/uploads\/secret\.txt/, 'the root-only file was read through the granted ACL')
 
   // --- upgrade by re-running the line: the unit is restarted into the new version -------------------------------

@@ -83,10 +83,10 @@ export async function watchBackup (coordinator: CoordinatorProcess, backupId: st
 }
 
 /** Runs a plan and waits for its backup to finish; fails the test's expectations loudly when it did not complete. */
-export async function completedBackup (coordinator: CoordinatorProcess, planId: string): Promise<any> {
+export async function completedBackup (coordinator: CoordinatorProcess, planId: string, timeoutMs?: number): Promise<any> {
   const run = await coordinator.api.post(`/api/v1/plans/${planId}/run`)
   if (run.status !== 201) throw new Error(`run: ${run.status} ${JSON.stringify(run.body)}`)
-  const { final } = await watchBackup(coordinator, run.body.id)
+  const { final } = await watchBackup(coordinator, run.body.id, timeoutMs)
   if (final.status !== 'completed') throw new Error(`backup ${final.id} ${final.status}: ${JSON.stringify(final.error)}`)
   return final
 }

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import pino from 'pino'
 import type { AgentUpgradeFrame, OutgoingAgentFrame } from '@cloudpilot/protocol'
 import { SelfUpgrade } from '../src/self-upgrade.ts'
+import { runCommand } from '../../deploy/test/helpers/fresh-root.ts'
 
 const START_SCRIPT = fileURLToPath(new URL('../../deploy/agent-start.sh', import.meta.url))
 const log = pino({ level: 'silent' })
@@ -164,11 +165,5 @@ t.test('the start script rolls back a version that does not come up, and the pre
 })
 
 async function runStart (home: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const p = spawn('sh', [START_SCRIPT], { env: { PATH: '/usr/bin:/bin', CLOUDPILOT_AGENT_HOME: home, INVOCATION_ID: 'test' }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>((resolve) => p.once('close', resolve))
-  return { code, stdout, stderr }
+  return await runCommand('sh', [START_SCRIPT], { env: { PATH: '/usr/bin:/bin', CLOUDPILOT_AGENT_HOME: home, INVOCATION_ID: 'test' } })
 }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { apiClient, type ApiClient } from '../../coordinator/test/helpers/api-client.ts'
 import { freePort } from '../../coordinator/test/helpers/processes.ts'
 import { waitFor } from '../../coordinator/test/helpers/wait-for.ts'
+import { runCommand } from '../../deploy/test/helpers/fresh-root.ts'
 import { onCleanup } from './cleanup.ts'
 
 export { waitFor }
@@ -131,13 +132,7 @@ export function agentCommand (bin: string | null): { file: string, args: string[
 }
 
 async function runCli (command: { file: string, args: string[] }, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const proc = spawn(command.file, [...command.args, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  proc.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  proc.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await exited(proc)
-  return { code, stdout, stderr }
+  return await runCommand(command.file, [...command.args, ...args], { env })
 }
 
 /** Enrolls a real agent with a fresh enrollment token and starts `cloudpilot-agent run`; waits until online. */
