@@ -70,7 +70,8 @@ t.test('the PostgreSQL password is in neither argv nor the environment of pg_dum
 
 t.test('the MySQL password is in neither argv nor the environment of the dump tool, only in a 0600 option file removed after', { skip: mySkip }, async (t) => {
   const db = await createMyDatabase(t)
-  await mysql('CREATE TABLE t (x INT); INSERT INTO t VALUES (1), (2);', db)
+  // Enough rows that the dump tool is still running when its /proc entries are read (as for pg_dump above).
+  await mysql('CREATE TABLE t (x INT); INSERT INTO t SELECT seq FROM seq_1_to_100000;', db)
   const password = `s3cret-${rand()}"#'\\`
   const user = await createMyUser(t, password, [db])
   const seen: Seen[] = []
